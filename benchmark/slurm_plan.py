@@ -1,0 +1,206 @@
+"""Plan (and optionally start) a distributed search inside a SLURM allocation.
+
+One chief (the oracle server) runs on the first node; one worker group runs on every node,
+each a Horovod group of ``ranks_per_node`` ranks training one trial at a time. The node-hour
+accounting fields of the config tree are set from the SLURM variables, so reports charge the
+search for the nodes it really held.
+
+``python -m benchmark.slurm_plan --dry_run -- <benchmark.run flags>`` prints the exact commands
+(used by the tests against a faked SLURM environment); without ``--dry_run`` it starts them,
+waits for the chief and stops the workers when the chief exits.
+
+Environment read: SLURM_JOB_ID, SLURM_JOB_NODELIST (or SLURM_NODELIST), SLURM_NNODES (or
+SLURM_JOB_NUM_NODES), and, from the system env file (launch/slurm/systems/*.env):
+MLPF_RANKS_PER_NODE, MLPF_GPUS_PER_NODE, MLPF_LAUNCHER (horovodrun | srun), MLPF_PYTHON,
+MLPF_CHIEF_PORT, MLPF_OUTPUT_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+class SlurmPlanError(ValueError):
+    """The SLURM environment or the system env file is missing or inconsistent."""
+
+
+_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """Expand SLURM's compressed host list, e.g. ``jwb[0001-0003,0007],login1``."""
+    hosts: list[str] = []
+    for part in _split_top_level(nodelist):
+        m = re.fullmatch(r"([^\[\]]*)\[([^\]]+)\]([^\[\]]*)", part)
+        if not m:
+            if not part or "[" in part or "]" in part:
+                raise SlurmPlanError(f"SLURM_JOB_NODELIST: cannot parse {part!r}")
+            hosts.append(part)
+            continue
+        prefix, ranges, suffix = m.groups()
+        for rng in ranges.split(","):
+            r = _RANGE.match(rng.strip())
+            if not r:
+                raise SlurmPlanError(f"SLURM_JOB_NODELIST: bad range {rng!r} in {part!r}")
+            lo, hi = r.group(1), r.group(2) or r.group(1)
+            width = len(lo)
+            if int(hi) < int(lo):
+                raise SlurmPlanError(f"SLURM_JOB_NODELIST: empty range {rng!r} in {part!r}")
+            hosts.extend(f"{prefix}{i:0{width}d}{suffix}" for i in range(int(lo), int(hi) + 1))
+    return hosts
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    job_id: str
+    hosts: tuple[str, ...]
+    ranks_per_node: int
+    gpus_per_node: int
+    launcher: str
+    python: str
+    chief_port: int
+    output_dir: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SlurmJob:
+        def need(*names: str) -> str:
+            for name in names:
+                if env.get(name):
+                    return env[name]
+            raise SlurmPlanError(f"{' or '.join(names)} is not set: run inside an sbatch "
+                                 "allocation (or set it for a dry run)")
+
+        def integer(name: str, default: str, low: int) -> int:
+            text = env.get(name, default)
+            try:
+                value = int(text)
+            except ValueError:
+                raise SlurmPlanError(f"{name}={text!r}: expected an integer") from None
+            if value < low:
+                raise SlurmPlanError(f"{name}={value}: must be >= {low}")
+            return value
+
+        hosts = tuple(expand_nodelist(need("SLURM_JOB_NODELIST", "SLURM_NODELIST")))
+        nnodes = integer("SLURM_NNODES" if "SLURM_NNODES" in env else "SLURM_JOB_NUM_NODES",
+                         str(len(hosts)), 1)
+        if nnodes != len(hosts):
+            raise SlurmPlanError(f"SLURM_NNODES={nnodes} but the node list names {len(hosts)} "
+                                 f"nodes: {','.join(hosts)}")
+        launcher = env.get("MLPF_LAUNCHER", "horovodrun")
+        if launcher not in ("horovodrun", "srun"):
+            raise SlurmPlanError(f"MLPF_LAUNCHER={launcher!r}: must be horovodrun or srun")
+        return cls(job_id=need("SLURM_JOB_ID"), hosts=hosts,
+                   ranks_per_node=integer("MLPF_RANKS_PER_NODE", "1", 1),
+                   gpus_per_node=integer("MLPF_GPUS_PER_NODE", "0", 0),
+                   launcher=launcher, python=env.get("MLPF_PYTHON", "python"),
+                   chief_port=integer("MLPF_CHIEF_PORT", "8470", 1),
+                   output_dir=env.get("MLPF_OUTPUT_DIR", "runs"))
+
+    @property
+    def chief_address(self) -> str:
+        return f"{self.hosts[0]}:{self.chief_port}"
+
+    def accounting_flags(self) -> list[str]:
+        """Node-hour accounting from the allocation: one worker group per node."""
+        return [f"--launch.workers={len(self.hosts)}",
+                f"--launch.ranks_per_worker={self.ranks_per_node}",
+                f"--launch.ranks_per_node={self.ranks_per_node}",
+                f"--launch.accelerators_per_node={self.gpus_per_node}",
+                f"--launch.output_dir={self.output_dir}",
+                f"--launch.run_name=slurm-{self.job_id}",
+                "--launch.system=slurm"]
+
+    def commands(self, run_args: Sequence[str]) -> list[list[str]]:
+        """The chief command, then one worker-group command per node."""
+        common = [*self.accounting_flags(), f"--search_id={self.job_id}",
+                  f"--chief_address={self.chief_address}", *run_args]
+        chief = ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={self.hosts[0]}", "--overlap",
+                 "--cpus-per-task=1", self.python, "-m", "benchmark.run", "--role=chief",
+                 *common]
+        out = [chief]
+        for i, host in enumerate(self.hosts):
+            worker = [self.python, "-m", "benchmark.run", "--role=worker", f"--worker_id={i}",
+                      *common]
+            if self.launcher == "horovodrun":
+                # Gloo needs no MPI: one srun task per node starts horovodrun, which starts
+                # ranks_per_node local ranks on that node.
+                cmd = ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={host}", "--overlap",
+                       "horovodrun", "-np", str(self.ranks_per_node), "-H",
+                       f"localhost:{self.ranks_per_node}", "--gloo", *worker]
+            else:
+                # srun starts the ranks itself (Horovod built with MPI/PMI support).
+                cmd = ["srun", "--nodes=1", f"--ntasks={self.ranks_per_node}",
+                       f"--ntasks-per-node={self.ranks_per_node}", f"--nodelist={host}",
+                       "--overlap", *worker]
+            if self.gpus_per_node:
+                cmd.insert(1, f"--gpus-per-node={self.gpus_per_node}")
+            out.append(cmd)
+        return out
+
+
+def format_commands(commands: Sequence[Sequence[str]]) -> str:
+    return "\n".join(shlex.join(cmd) for cmd in commands)
+
+
+def execute(commands: Sequence[Sequence[str]]) -> int:
+    """Start the chief and the workers; return the chief's exit code, stopping the workers."""
+    chief = subprocess.Popen(commands[0])
+    workers = [subprocess.Popen(cmd) for cmd in commands[1:]]
+    try:
+        code = chief.wait()
+    except KeyboardInterrupt:
+        chief.send_signal(signal.SIGINT)
+        code = chief.wait()
+    for proc in workers:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in workers:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return code
+
+
+def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """``[--dry_run] [--] run-args...``: print or execute the plan."""
+    argv = list(argv)
+    dry = "--dry_run" in argv
+    argv = [a for a in argv if a != "--dry_run"]
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    try:
+        job = SlurmJob.from_env(os.environ if env is None else env)
+    except SlurmPlanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    commands = job.commands(argv)
+    print(format_commands(commands), flush=True)
+    return 0 if dry else execute(commands)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,101 @@
+"""SLURM launch plan: node-list parsing and the exact dry-run commands for a faked 3-node job."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.slurm_plan import SlurmJob, SlurmPlanError, expand_nodelist, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("text, hosts", [
+    ("jwb[0001-0003]", ["jwb0001", "jwb0002", "jwb0003"]),
+    ("n[1-2,7],login3", ["n1", "n2", "n7", "login3"]),
+    ("a[08-10]-ib", ["a08-ib", "a09-ib", "a10-ib"]),
+    ("solo", ["solo"]),
+])
+def test_expand_nodelist(text, hosts):
+    assert expand_nodelist(text) == hosts
+
+
+@pytest.mark.parametrize("text, message", [
+    ("n[3-1]", "empty range '3-1'"),
+    ("n[a-b]", "bad range 'a-b'"),
+    ("n[1-2", "cannot parse 'n[1-2'"),
+])
+def test_bad_nodelist(text, message):
+    with pytest.raises(SlurmPlanError, match=re.escape(message)):
+        expand_nodelist(text)
+
+
+def fake_env(**extra):
+    env = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "jwb[0001-0003]", "SLURM_NNODES": "3",
+           "MLPF_RANKS_PER_NODE": "4", "MLPF_GPUS_PER_NODE": "4", "MLPF_PYTHON": "python",
+           "MLPF_CHIEF_PORT": "9000", "MLPF_OUTPUT_DIR": "/scratch/runs"}
+    env.update(extra)
+    return env
+
+
+COMMON = ("--launch.workers=3 --launch.ranks_per_worker=4 --launch.ranks_per_node=4 "
+          "--launch.accelerators_per_node=4 --launch.output_dir=/scratch/runs "
+          "--launch.run_name=slurm-4242 --launch.system=slurm --search_id=4242 "
+          "--chief_address=jwb0001:9000 --tuner=asha_bo --seed=3")
+EXPECTED = [
+    "srun --nodes=1 --ntasks=1 --nodelist=jwb0001 --overlap --cpus-per-task=1 python -m "
+    "benchmark.run --role=chief " + COMMON,
+] + [
+    f"srun --gpus-per-node=4 --nodes=1 --ntasks=1 --nodelist=jwb000{i + 1} --overlap "
+    f"horovodrun -np 4 -H localhost:4 --gloo python -m benchmark.run --role=worker "
+    f"--worker_id={i} " + COMMON
+    for i in range(3)
+]
+
+
+def test_dry_run_prints_exact_commands(capsys):
+    assert main(["--dry_run", "--", "--tuner=asha_bo", "--seed=3"], env=fake_env()) == 0
+    assert capsys.readouterr().out.splitlines() == EXPECTED
+
+
+def test_srun_launcher_starts_ranks_itself():
+    job = SlurmJob.from_env(fake_env(MLPF_LAUNCHER="srun", MLPF_GPUS_PER_NODE="0"))
+    worker = job.commands([])[1]
+    assert worker[:6] == ["srun", "--nodes=1", "--ntasks=4", "--ntasks-per-node=4",
+                          "--nodelist=jwb0001", "--overlap"]
+    assert "horovodrun" not in worker
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"SLURM_JOB_NODELIST": ""}, "SLURM_JOB_NODELIST or SLURM_NODELIST is not set"),
+    ({"SLURM_NNODES": "4"}, "SLURM_NNODES=4 but the node list names 3 nodes"),
+    ({"MLPF_RANKS_PER_NODE": "0"}, "MLPF_RANKS_PER_NODE=0: must be >= 1"),
+    ({"MLPF_LAUNCHER": "mpirun"}, "MLPF_LAUNCHER='mpirun': must be horovodrun or srun"),
+])
+def test_bad_environment_is_named(change, message, capsys):
+    assert main(["--dry_run"], env=fake_env(**change)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sbatch_script_dry_run_against_faked_slurm():
+    """The sbatch template itself, sourced system profile included, in a faked 3-node job."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="jwb[0001-0003]", SLURM_NNODES="3",
+               SYSTEM="juwels_booster", DRY_RUN="1", MLPF_ROOT=str(ROOT),
+               MLPF_PYTHON=sys.executable, MLPF_OUTPUT_DIR="/scratch/runs")
+    out = subprocess.run(["bash", str(ROOT / "launch/slurm/run_search.sbatch"), "--tuner=asha_bo",
+                          "--seed=3"], env=env, capture_output=True, text=True, timeout=120,
+                         check=True).stdout.splitlines()
+    assert out == [line.replace("python -m", f"{sys.executable} -m").replace(":9000", ":8470")
+                   for line in EXPECTED]
+
+
+def test_sbatch_unknown_system():
+    env = dict(os.environ, SYSTEM="nope", MLPF_ROOT=str(ROOT))
+    proc = subprocess.run(["bash", str(ROOT / "launch/slurm/run_search.sbatch")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "no system profile" in proc.stderr and "nope.env" in proc.stderr
