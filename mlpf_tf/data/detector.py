@@ -1,0 +1,595 @@
+"""Fast, vectorised detector simulation producing events in the Delphes particle-flow schema.
+
+The geometry and response follow the Delphes CMS card at the level the MLPF task needs; every
+resolution, threshold and efficiency is a :class:`DetectorConfig` field. ``simulate`` turns one
+event's :class:`~mlpf_tf.data.particles.GenParticles` into an :class:`~mlpf_tf.data.schema.Event`.
+
+Propagation. Charged particles follow a helix in a solenoid field ``bz`` (3.8 T) up to the
+calorimeter surface, a cylinder of radius ``calo_radius`` (1.29 m) and half-length
+``calo_half_length`` (3.0 m). The impact position (eta_outer, phi_outer) is the position seen
+from the origin; in the barrel phi_outer = phi - q * asin(0.3 B R / (2 pT)). Particles that
+cannot reach the barrel and need more than one full turn to reach an endcap ("loopers") never
+reach the calorimeter; a looper's track reports eta_outer, phi_outer = its eta, phi. Neutral
+particles fly straight (impact eta, phi = their own).
+
+Tracker. Charged particles with |eta| < ``tracker_eta_max`` and pT >= ``track_pt_min`` are
+found with an efficiency depending on the species (hadron / electron / muon), on barrel vs
+endcap and on pT below or above ``track_eff_low_pt_max``. A found particle gives exactly one
+track; its pT is smeared with a Gaussian of relative width
+sqrt(track_pt_resolution^2 + (track_pt_resolution_slope * pT)^2), eta and phi with small
+Gaussians; eta_outer / phi_outer are extrapolated from the measured parameters. Fake tracks
+(no generator particle) are added at a Poisson rate ``fake_track_rate`` per real track.
+Track features: [2, pT, eta, sin phi, cos phi, p, eta_outer, sin phi_outer, cos phi_outer,
+charge, is_gen_muon, is_gen_electron]; the last two are generator truth (|pid| 13 / 11), as in
+the Delphes ntuples (Delphes PF identifies leptons from generator information).
+
+Calorimeter. Every visible particle reaching the calorimeter inside |eta| < the last tower edge
+deposits its energy in the tower containing its impact point: photons, electrons (and a
+stable pi0) fully in EM; K0S and Lambda 30% EM / 70% HAD (as in Delphes); other hadrons a
+fraction ``hadron_em_fraction`` in EM, the rest in HAD; muons ``min(E, muon_mip_energy)`` in
+HAD (0 by default, as in Delphes). Towers form a CMS-like eta-phi grid (0.087 x 5 deg up to
+|eta| 1.74, 10 deg up to 3.0, 20 deg in the forward region up to 5.0). The true deposits are
+summed per tower exactly (float64 bincount); the EM and HAD sums are then each smeared once per
+tower with a log-normal of mean the true energy and width sqrt((c E)^2 + s^2 E + n^2) (ECAL /
+HCAL terms for |eta| < ``forward_eta_min``, forward terms beyond), and each part below its
+threshold (``ecal_energy_min``, ``hcal_energy_min``) is set to 0. A tower with measured
+E = E_em + E_had > 0 becomes an element [1, E_T, eta, sin phi, cos phi, E, E_em, E_had, 0...]
+with E_T = E / cosh(eta); its eta/phi are drawn uniformly inside the cell (as Delphes does) or
+are the cell centre (``tower_position_uniform=False``).
+
+Element order: all tracks first, by decreasing measured pT (fakes are mixed in), then all
+towers by increasing tower index (eta ring from -eta_max to +eta_max, then phi).
+
+Targets ``ygen`` [class, charge, pT, eta, sin phi, cos phi, E] (classes: 0 none, 1 charged
+hadron, 2 neutral hadron, 3 photon, 4 electron, 5 muon):
+- track: its generator particle (class from |pid|: 11 electron, 13 muon, else charged hadron);
+  a fake track has class 0 and all-zero kinematics;
+- tower: the particles whose deposit it received and that have no track ("calorimeter-only"
+  particles). A charged particle without a track (outside the tracker, below threshold or lost
+  to inefficiency) is seen only as a deposit, so it counts with its calorimeter appearance:
+  charged hadrons as hadronic, electrons as electromagnetic. The target is the summed
+  four-vector of these particles; its class is photon if their EM-type energy (photons,
+  electrons) exceeds their hadronic-type energy, else neutral hadron; charge 0. Photon
+  targets below ``target_min_e_photon`` and neutral-hadron targets below
+  ``target_min_e_neutral_hadron`` become class 0. Untracked muons are not targets.
+  Particles deposited in towers that fail the thresholds have no element and no target.
+- pileup particles are targets like the hard-scatter ones (as in the Delphes dataset) unless
+  ``pileup_targets=False``, in which case their tracks have class 0 and they do not
+  contribute to tower targets.
+All ygen rows of class 0 have all-zero columns.
+
+Targets ``ycand``: a rule-based particle flow, the baseline of the reports.
+- every track gives a charged candidate: muon / electron when the is_gen_muon /
+  is_gen_electron flag is set, else charged hadron; charge and pT from the track;
+- every tower: the expected calorimeter energy of the tracks whose (measured) eta_outer /
+  phi_outer point into it is subtracted (electron tracks: p in EM; muon tracks:
+  min(p, muon_mip_energy) in HAD; other tracks: p split by ``hadron_em_fraction``); a remaining
+  part counts when it exceeds ``cand_significance`` times the calorimeter resolution of the
+  subtracted energy. The remaining EM + HAD energy makes one candidate on that tower element,
+  a photon if the EM remainder dominates, else a neutral hadron, kept if its energy is at least
+  ``cand_min_e_photon`` / ``cand_min_e_neutral_hadron``; position = the tower's eta, phi.
+As in the real Delphes files, ycand neutral candidates carry only E (pT column 0) and charged
+ones only pT (E column 0); a loader derives the missing one from the other and eta.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import typing
+
+import numpy as np
+
+from mlpf_tf.configbase import Section, param
+from mlpf_tf.data import schema as S
+from mlpf_tf.data.particles import PID_ELECTRON, PID_MUON, PID_PHOTON, GenParticles
+
+# Speed of light factor: curvature radius [m] = pT [GeV] / (C_LIGHT * B [T] * |q|).
+C_LIGHT = 0.299792458
+
+_BARREL_EDGES = tuple(round(0.087 * i, 3) for i in range(21))  # 0 .. 1.74
+_ENDCAP_EDGES = (1.83, 1.93, 2.043, 2.172, 2.322, 2.5, 2.65, 2.868, 3.0)
+_FORWARD_EDGES = (3.139, 3.314, 3.489, 3.664, 3.839, 4.013, 4.191, 4.363, 4.538, 4.716, 4.889,
+                  5.0)
+DEFAULT_TOWER_ETA_EDGES = _BARREL_EDGES + _ENDCAP_EDGES + _FORWARD_EDGES
+DEFAULT_TOWER_PHI_BINS = (72,) * 20 + (36,) * len(_ENDCAP_EDGES) + (18,) * len(_FORWARD_EDGES)
+
+# Neutral long-lived hadrons Delphes deposits 30% in ECAL: K0S, Lambda.
+_V0_PIDS = (310, 3122)
+_V0_EM_FRACTION = 0.3
+_PI0 = 111
+
+
+@dataclasses.dataclass
+class DetectorConfig(Section):
+    """Resolutions, thresholds and geometry of the fast detector simulation (CMS-like)."""
+
+    SECTION: typing.ClassVar[str] = "detector"
+
+    # Geometry and field.
+    bz: float = param(3.8, "solenoid field (T); 0 = straight tracks", low=0.0)
+    calo_radius: float = param(1.29, "calorimeter inner radius (m)", low=1e-3)
+    calo_half_length: float = param(3.0, "calorimeter half-length along the beam (m)", low=1e-3)
+    # Tracker.
+    tracker_eta_max: float = param(2.5, "tracker acceptance |eta|", low=0.0)
+    track_pt_min: float = param(0.5, "minimum pT of a track (GeV)", low=0.0)
+    track_eff_low_pt_max: float = param(1.0, "pT (GeV) up to which low-pT efficiencies apply",
+                                        low=0.0)
+    track_eff_barrel_eta_max: float = param(1.5, "|eta| boundary of barrel efficiencies",
+                                            low=0.0)
+    track_eff_hadron: tuple = param(
+        None, "charged-hadron tracking efficiency (barrel low pT, barrel high pT, endcap low pT, "
+              "endcap high pT)", default_factory=lambda: (0.70, 0.95, 0.60, 0.85))
+    track_eff_electron: tuple = param(
+        None, "electron tracking efficiency (barrel low, barrel high, endcap low, endcap high)",
+        default_factory=lambda: (0.73, 0.95, 0.50, 0.83))
+    track_eff_muon: tuple = param(
+        None, "muon tracking efficiency (barrel low, barrel high, endcap low, endcap high)",
+        default_factory=lambda: (0.75, 0.99, 0.70, 0.98))
+    track_pt_resolution: float = param(
+        0.01, "constant term of the relative track pT resolution (Gaussian)", low=0.0, high=0.5)
+    track_pt_resolution_slope: float = param(
+        1.5e-4, "term of sigma(pT)/pT proportional to pT (1/GeV), added in quadrature",
+        low=0.0, high=0.01)
+    track_eta_resolution: float = param(0.001, "Gaussian smearing of track eta", low=0.0)
+    track_phi_resolution: float = param(0.001, "Gaussian smearing of track phi (rad)", low=0.0)
+    fake_track_rate: float = param(0.01, "mean number of fake tracks per real track", low=0.0,
+                                   high=1.0)
+    # Calorimeter.
+    tower_eta_edges: tuple = param(None, "tower |eta| edges, from 0 up to the coverage",
+                                   default_factory=lambda: DEFAULT_TOWER_ETA_EDGES)
+    tower_phi_bins: tuple = param(None, "number of phi cells of each |eta| ring",
+                                  default_factory=lambda: DEFAULT_TOWER_PHI_BINS)
+    tower_position_uniform: bool = param(
+        True, "tower eta/phi drawn uniformly inside the cell (Delphes); false = cell centre")
+    forward_eta_min: float = param(3.0, "|eta| where the forward calorimeter starts", low=0.0)
+    ecal_stochastic: float = param(0.05, "ECAL stochastic term (GeV^0.5)", low=0.0)
+    ecal_constant: float = param(0.007, "ECAL constant term", low=0.0)
+    ecal_noise: float = param(0.25, "ECAL noise term (GeV)", low=0.0)
+    hcal_stochastic: float = param(1.0, "HCAL stochastic term (GeV^0.5)", low=0.0)
+    hcal_constant: float = param(0.05, "HCAL constant term", low=0.0)
+    forward_em_stochastic: float = param(2.08, "forward EM stochastic term (GeV^0.5)", low=0.0)
+    forward_em_constant: float = param(0.107, "forward EM constant term", low=0.0)
+    forward_had_stochastic: float = param(2.7, "forward HAD stochastic term (GeV^0.5)", low=0.0)
+    forward_had_constant: float = param(0.13, "forward HAD constant term", low=0.0)
+    ecal_energy_min: float = param(0.5, "EM part of a tower below this (GeV) is dropped",
+                                   low=0.0)
+    hcal_energy_min: float = param(1.0, "HAD part of a tower below this (GeV) is dropped",
+                                   low=0.0)
+    hadron_em_fraction: float = param(0.0, "fraction of a hadron's energy deposited in EM",
+                                      low=0.0, high=1.0)
+    muon_mip_energy: float = param(0.0, "HAD energy a muon deposits (GeV; 0 = none)", low=0.0)
+    # Targets.
+    pileup_targets: bool = param(True, "pileup particles are ygen targets")
+    target_min_e_photon: float = param(1.0, "photon tower targets below this E are class 0",
+                                       low=0.0)
+    target_min_e_neutral_hadron: float = param(
+        5.0, "neutral-hadron tower targets below this E are class 0", low=0.0)
+    cand_min_e_photon: float = param(1.0, "minimum E of a ycand photon (GeV)", low=0.0)
+    cand_min_e_neutral_hadron: float = param(5.0, "minimum E of a ycand neutral hadron (GeV)",
+                                             low=0.0)
+    cand_significance: float = param(
+        1.0, "remaining tower energy must exceed this many sigma of the subtracted track energy",
+        low=0.0)
+
+    def __post_init__(self) -> None:
+        for name in ("track_eff_hadron", "track_eff_electron", "track_eff_muon",
+                     "tower_eta_edges", "tower_phi_bins"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        self.validate()
+
+    def check(self) -> None:
+        for name in ("track_eff_hadron", "track_eff_electron", "track_eff_muon"):
+            value = getattr(self, name)
+            if (not isinstance(value, tuple) or len(value) != 4
+                    or not all(_is_number(v) and 0.0 <= v <= 1.0 for v in value)):
+                self.fail(name, "expected 4 efficiencies in [0, 1]")
+        edges = self.tower_eta_edges
+        if (not isinstance(edges, tuple) or len(edges) < 2
+                or not all(_is_number(v) for v in edges)):
+            self.fail("tower_eta_edges", "expected at least 2 numbers")
+        if edges[0] != 0 or any(b <= a for a, b in zip(edges, edges[1:])):
+            self.fail("tower_eta_edges", "must start at 0 and increase strictly")
+        bins = self.tower_phi_bins
+        if not isinstance(bins, tuple) or len(bins) != len(edges) - 1:
+            self.fail("tower_phi_bins", f"expected {len(edges) - 1} entries, one per eta ring")
+        if not all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) and b >= 1
+                   for b in bins):
+            self.fail("tower_phi_bins", "expected positive integers")
+
+    @property
+    def calo_eta_max(self) -> float:
+        return float(self.tower_eta_edges[-1])
+
+    def track_pt_sigma(self, pt: np.ndarray) -> np.ndarray:
+        """Relative track pT resolution sigma(pT)/pT at generator pT ``pt``."""
+        pt = np.asarray(pt, dtype=np.float64)
+        return np.sqrt(self.track_pt_resolution ** 2 + (self.track_pt_resolution_slope * pt) ** 2)
+
+    def calo_sigma(self, energy: np.ndarray, abs_eta: np.ndarray, em: bool) -> np.ndarray:
+        """Absolute energy resolution (GeV) of the EM (``em``) or HAD part of a tower."""
+        energy = np.asarray(energy, dtype=np.float64)
+        forward = np.asarray(abs_eta) >= self.forward_eta_min
+        if em:
+            c = np.where(forward, self.forward_em_constant, self.ecal_constant)
+            s = np.where(forward, self.forward_em_stochastic, self.ecal_stochastic)
+            n = np.where(forward, 0.0, self.ecal_noise)
+        else:
+            c = np.where(forward, self.forward_had_constant, self.hcal_constant)
+            s = np.where(forward, self.forward_had_stochastic, self.hcal_stochastic)
+            n = 0.0
+        return np.sqrt((c * energy) ** 2 + s * s * np.maximum(energy, 0.0) + n * n)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
+        and math.isfinite(v)
+
+
+# ---------------------------------------------------------------------------- tower grid
+class TowerGrid:
+    """Eta-phi tower cells: rings ordered from -eta_max to +eta_max, phi cells inside a ring."""
+
+    def __init__(self, eta_edges: tuple, phi_bins: tuple):
+        self.abs_edges = np.asarray(eta_edges, dtype=np.float64)
+        k = len(self.abs_edges) - 1
+        self.n_abs_rings = k
+        nphi = np.asarray(phi_bins, dtype=np.int64)
+        ring_abs = np.concatenate([np.arange(k)[::-1], np.arange(k)])
+        positive = np.concatenate([np.zeros(k, bool), np.ones(k, bool)])
+        self.ring_nphi = nphi[ring_abs]
+        self.offset = np.concatenate([[0], np.cumsum(self.ring_nphi)])
+        self.n_towers = int(self.offset[-1])
+        lo, hi = self.abs_edges[ring_abs], self.abs_edges[ring_abs + 1]
+        ring_eta_lo = np.where(positive, lo, -hi)
+        ring_eta_hi = np.where(positive, hi, -lo)
+        ring = np.repeat(np.arange(2 * k), self.ring_nphi)
+        phibin = np.arange(self.n_towers) - self.offset[ring]
+        dphi = 2.0 * np.pi / self.ring_nphi[ring]
+        self.eta_lo, self.eta_hi = ring_eta_lo[ring], ring_eta_hi[ring]
+        self.phi_lo = -np.pi + phibin * dphi
+        self.phi_hi = self.phi_lo + dphi
+        self.eta_center = 0.5 * (self.eta_lo + self.eta_hi)
+        self.phi_center = 0.5 * (self.phi_lo + self.phi_hi)
+        self.eta_max = float(self.abs_edges[-1])
+
+    def locate(self, eta: np.ndarray, phi: np.ndarray) -> np.ndarray:
+        """Tower index of each (eta, phi), -1 outside the coverage."""
+        eta = np.asarray(eta, dtype=np.float64)
+        phi = np.asarray(phi, dtype=np.float64)
+        a = np.abs(eta)
+        inside = a < self.eta_max
+        k = np.clip(np.searchsorted(self.abs_edges, a, side="right") - 1, 0,
+                    self.n_abs_rings - 1)
+        ring = np.where(eta >= 0, self.n_abs_rings + k, self.n_abs_rings - 1 - k)
+        nphi = self.ring_nphi[ring]
+        cell = np.floor((phi + np.pi) / (2.0 * np.pi) * nphi).astype(np.int64) % nphi
+        return np.where(inside, self.offset[ring] + cell, -1)
+
+
+@functools.lru_cache(maxsize=8)
+def tower_grid(eta_edges: tuple, phi_bins: tuple) -> TowerGrid:
+    return TowerGrid(eta_edges, phi_bins)
+
+
+# ---------------------------------------------------------------------------- propagation
+def propagate_to_calorimeter(pt, eta, phi, charge, cfg: DetectorConfig):
+    """Impact (eta, phi) on the calorimeter surface seen from the origin, and whether it is
+    reached (False for loopers). Neutral particles (or ``bz`` = 0) fly straight."""
+    pt = np.asarray(pt, dtype=np.float64)
+    eta = np.asarray(eta, dtype=np.float64)
+    phi = np.asarray(phi, dtype=np.float64)
+    charge = np.asarray(charge)
+    eta_c, phi_c = eta.copy(), phi.copy()
+    reaches = np.ones(pt.shape, dtype=bool)
+    bend = (charge != 0) & (cfg.bz > 0)
+    if not bend.any():
+        return eta_c, phi_c, reaches
+    rad, half = cfg.calo_radius, cfg.calo_half_length
+    q = np.sign(charge[bend]).astype(np.float64)
+    rc = np.maximum(pt[bend], 1e-9) / (C_LIGHT * cfg.bz * np.abs(charge[bend]))
+    s = np.sinh(eta[bend])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        alpha_b = 2.0 * np.arcsin(np.minimum(rad / (2.0 * rc), 1.0))
+        z_b = rc * alpha_b * s
+        barrel = (2.0 * rc >= rad) & (np.abs(z_b) <= half)
+        alpha_e = half / np.abs(s) / rc
+        alpha_e = np.where(np.isfinite(alpha_e), alpha_e, np.inf)
+    loop = ~barrel & (alpha_e > 2.0 * np.pi)
+    alpha = np.where(barrel, alpha_b, np.where(loop, 0.0, alpha_e))
+    r = 2.0 * rc * np.sin(0.5 * alpha)
+    z = np.where(barrel, z_b, np.sign(s) * half)
+    pos_phi = phi[bend] - q * 0.5 * alpha
+    x, y = r * np.cos(pos_phi), r * np.sin(pos_phi)
+    out_phi = np.arctan2(y, x)
+    out_eta = np.arcsinh(z / np.maximum(np.abs(r), 1e-6))
+    eta_c[bend] = np.where(loop, eta[bend], out_eta)
+    phi_c[bend] = np.where(loop, phi[bend], out_phi)
+    reaches[bend] = ~loop
+    return eta_c, phi_c, reaches
+
+
+# ---------------------------------------------------------------------------- simulation
+@dataclasses.dataclass
+class SimulationResult:
+    """The event and the bookkeeping behind it (used by tests and statistics).
+
+    Per track row: ``track_particle`` (particle index, -1 for a fake), ``track_gen_pt``.
+    Per tower row: ``tower_id``. Per particle: ``particle_tower`` (tower receiving its deposit,
+    -1 none), ``deposit_em`` / ``deposit_had`` (true deposited energy), ``particle_element``
+    (row whose ygen target includes the particle, -1 none). Per occupied tower (sorted ids
+    ``occupied``): ``true_em`` / ``true_had`` (exact sums of deposits) and ``meas_em`` /
+    ``meas_had`` (after smearing and thresholds).
+    """
+
+    event: S.Event
+    n_tracks: int
+    track_particle: np.ndarray
+    track_gen_pt: np.ndarray
+    tower_id: np.ndarray
+    particle_tower: np.ndarray
+    deposit_em: np.ndarray
+    deposit_had: np.ndarray
+    particle_element: np.ndarray
+    occupied: np.ndarray
+    true_em: np.ndarray
+    true_had: np.ndarray
+    meas_em: np.ndarray
+    meas_had: np.ndarray
+
+
+def gen_classes(pid: np.ndarray, charge: np.ndarray) -> np.ndarray:
+    """Target class of each generator particle by |pid| and charge."""
+    apid = np.abs(pid)
+    cls = np.where(charge != 0, S.CLS_CH_HAD, S.CLS_N_HAD)
+    cls = np.where((apid == PID_PHOTON) | (apid == _PI0), S.CLS_PHOTON, cls)
+    cls = np.where(apid == PID_ELECTRON, S.CLS_ELECTRON, cls)
+    cls = np.where(apid == PID_MUON, S.CLS_MUON, cls)
+    return cls.astype(np.int64)
+
+
+def track_efficiency(pid, pt, eta, cfg: DetectorConfig) -> np.ndarray:
+    apid = np.abs(np.asarray(pid))
+    table = np.array([cfg.track_eff_hadron, cfg.track_eff_electron, cfg.track_eff_muon])
+    species = np.where(apid == PID_ELECTRON, 1, np.where(apid == PID_MUON, 2, 0))
+    col = np.where(np.abs(eta) <= cfg.track_eff_barrel_eta_max, 0, 2) + \
+        (np.asarray(pt) > cfg.track_eff_low_pt_max).astype(np.int64)
+    return table[species, col]
+
+
+def _lognormal_smear(true: np.ndarray, sigma: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Log-normal with mean ``true`` and standard deviation ``sigma`` (exact where sigma=0)."""
+    out = true.copy()
+    ok = (true > 0) & (sigma > 0)
+    if ok.any():
+        t, sg = true[ok], sigma[ok]
+        v = np.log1p((sg / t) ** 2)
+        out[ok] = np.exp(np.log(t) - 0.5 * v + np.sqrt(v) * z[ok])
+    return out
+
+
+def _calo_fractions(pid, charge, energy, cfg: DetectorConfig):
+    """(EM, HAD) energy each particle deposits if it reaches the calorimeter."""
+    apid = np.abs(pid)
+    em_like = (apid == PID_ELECTRON) | (apid == PID_PHOTON) | (apid == _PI0)
+    muon = apid == PID_MUON
+    v0 = (apid == _V0_PIDS[0]) | (apid == _V0_PIDS[1])
+    f_em = np.where(v0, _V0_EM_FRACTION, cfg.hadron_em_fraction)
+    f_em = np.where(em_like, 1.0, f_em)
+    em = np.where(muon, 0.0, energy * f_em)
+    had = np.where(muon, np.minimum(energy, cfg.muon_mip_energy), energy * (1.0 - f_em))
+    return em, had
+
+
+def _wrap(phi: np.ndarray) -> np.ndarray:
+    return np.arctan2(np.sin(phi), np.cos(phi))
+
+
+def simulate(particles: GenParticles, rng: np.random.Generator, cfg: DetectorConfig) -> S.Event:
+    """Detector response to ``particles``: the event (X, ygen, ycand) as float32 arrays."""
+    return simulate_detailed(particles, rng, cfg).event
+
+
+def simulate_detailed(particles: GenParticles, rng: np.random.Generator,
+                      cfg: DetectorConfig) -> SimulationResult:
+    """:func:`simulate` plus the bookkeeping (track/particle links, per-tower deposits)."""
+    if not isinstance(particles, GenParticles):
+        raise TypeError(f"particles must be GenParticles, got {type(particles).__name__}")
+    if not isinstance(cfg, DetectorConfig):
+        raise TypeError(f"cfg must be a DetectorConfig, got {type(cfg).__name__}")
+    grid = tower_grid(cfg.tower_eta_edges, cfg.tower_phi_bins)
+    n = len(particles)
+    pid, charge = particles.pid, particles.charge.astype(np.int64)
+    pt, eta, phi, energy = particles.pt, particles.eta, particles.phi, particles.e
+    is_pu = particles.is_pileup
+    cls = gen_classes(pid, charge)
+    is_target = np.ones(n, bool) if cfg.pileup_targets else ~is_pu
+
+    # ---------------- tracker
+    in_trk = (charge != 0) & (np.abs(eta) < cfg.tracker_eta_max) & (pt >= cfg.track_pt_min)
+    eff = track_efficiency(pid, pt, eta, cfg)
+    tracked = in_trk & (rng.random(n) < eff)
+    z = rng.standard_normal((3, n))
+    ti = np.flatnonzero(tracked)
+    t_pt = np.maximum(pt[ti] * (1.0 + cfg.track_pt_sigma(pt[ti]) * z[0, ti]), 1e-3)
+    t_eta = eta[ti] + cfg.track_eta_resolution * z[1, ti]
+    t_phi = _wrap(phi[ti] + cfg.track_phi_resolution * z[2, ti])
+    t_q = charge[ti]
+    n_fake = int(rng.poisson(cfg.fake_track_rate * ti.size)) if cfg.fake_track_rate > 0 else 0
+    if n_fake:
+        f_pt = cfg.track_pt_min + rng.exponential(1.0, n_fake)
+        f_eta = rng.uniform(-cfg.tracker_eta_max, cfg.tracker_eta_max, n_fake)
+        f_phi = rng.uniform(-np.pi, np.pi, n_fake)
+        f_q = np.where(rng.random(n_fake) < 0.5, -1, 1)
+        t_pt, t_eta = np.concatenate([t_pt, f_pt]), np.concatenate([t_eta, f_eta])
+        t_phi, t_q = np.concatenate([t_phi, f_phi]), np.concatenate([t_q, f_q])
+    t_part = np.concatenate([ti, np.full(n_fake, -1)])
+    order = np.argsort(-t_pt, kind="stable")
+    t_pt, t_eta, t_phi, t_q, t_part = (a[order] for a in (t_pt, t_eta, t_phi, t_q, t_part))
+    n_trk = t_pt.size
+    t_eta_out, t_phi_out, t_reach = propagate_to_calorimeter(t_pt, t_eta, t_phi, t_q, cfg)
+    real = t_part >= 0
+    t_apid = np.where(real, np.abs(pid[np.maximum(t_part, 0)]), 0) if n_trk else np.zeros(0, int)
+    t_mu = (t_apid == PID_MUON).astype(np.float64)
+    t_ele = (t_apid == PID_ELECTRON).astype(np.float64)
+    t_p = t_pt * np.cosh(t_eta)
+
+    x_trk = np.zeros((n_trk, S.NUM_FEATURES))
+    x_trk[:, S.F_TYPE] = S.ELEM_TRACK
+    x_trk[:, S.F_PT] = t_pt
+    x_trk[:, S.F_ETA] = t_eta
+    x_trk[:, S.F_SIN_PHI] = np.sin(t_phi)
+    x_trk[:, S.F_COS_PHI] = np.cos(t_phi)
+    x_trk[:, S.F_E] = t_p
+    x_trk[:, S.F_ETA_OUTER] = t_eta_out
+    x_trk[:, S.F_SIN_PHI_OUTER] = np.sin(t_phi_out)
+    x_trk[:, S.F_COS_PHI_OUTER] = np.cos(t_phi_out)
+    x_trk[:, S.F_CHARGE] = t_q
+    x_trk[:, S.F_IS_MU] = t_mu
+    x_trk[:, S.F_IS_ELE] = t_ele
+
+    ygen_trk = np.zeros((n_trk, S.NUM_TARGETS))
+    gi = t_part[real]
+    keep = is_target[gi]
+    rows = np.flatnonzero(real)[keep]
+    gi = gi[keep]
+    ygen_trk[rows, S.T_CLS] = cls[gi]
+    ygen_trk[rows, S.T_CHARGE] = charge[gi]
+    ygen_trk[rows, S.T_PT] = pt[gi]
+    ygen_trk[rows, S.T_ETA] = eta[gi]
+    ygen_trk[rows, S.T_SIN_PHI] = np.sin(phi[gi])
+    ygen_trk[rows, S.T_COS_PHI] = np.cos(phi[gi])
+    ygen_trk[rows, S.T_E] = energy[gi]
+    particle_element = np.full(n, -1, dtype=np.int64)
+    particle_element[gi] = rows
+
+    ycand_trk = np.zeros((n_trk, S.NUM_TARGETS))
+    ycand_trk[:, S.T_CLS] = np.where(t_mu > 0, S.CLS_MUON,
+                                     np.where(t_ele > 0, S.CLS_ELECTRON, S.CLS_CH_HAD))
+    ycand_trk[:, S.T_CHARGE] = t_q
+    ycand_trk[:, S.T_PT] = t_pt
+    ycand_trk[:, S.T_ETA] = t_eta
+    ycand_trk[:, S.T_SIN_PHI] = np.sin(t_phi)
+    ycand_trk[:, S.T_COS_PHI] = np.cos(t_phi)
+
+    # ---------------- calorimeter
+    eta_c, phi_c, reaches = propagate_to_calorimeter(pt, eta, phi, charge, cfg)
+    dep_em, dep_had = _calo_fractions(pid, charge, energy, cfg)
+    tower = np.where(reaches, grid.locate(eta_c, phi_c), -1)
+    deposits = (tower >= 0) & ((dep_em > 0) | (dep_had > 0))
+    tower = np.where(deposits, tower, -1)
+    dep_em = np.where(deposits, dep_em, 0.0)
+    dep_had = np.where(deposits, dep_had, 0.0)
+    occupied, inv = np.unique(tower[deposits], return_inverse=True)
+    n_occ = occupied.size
+    true_em = np.bincount(inv, weights=dep_em[deposits], minlength=n_occ)
+    true_had = np.bincount(inv, weights=dep_had[deposits], minlength=n_occ)
+    zc = rng.standard_normal((2, n_occ))
+    uc = rng.random((2, n_occ))
+    occ_abs_eta = np.abs(grid.eta_center[occupied])
+    meas_em = _lognormal_smear(true_em, cfg.calo_sigma(true_em, occ_abs_eta, em=True), zc[0])
+    meas_had = _lognormal_smear(true_had, cfg.calo_sigma(true_had, occ_abs_eta, em=False), zc[1])
+    meas_em = np.where(meas_em >= cfg.ecal_energy_min, meas_em, 0.0)
+    meas_had = np.where(meas_had >= cfg.hcal_energy_min, meas_had, 0.0)
+    meas_e = meas_em + meas_had
+    alive = meas_e > 0
+    if cfg.tower_position_uniform:
+        tw_eta = grid.eta_lo[occupied] + uc[0] * (grid.eta_hi[occupied] - grid.eta_lo[occupied])
+        tw_phi = grid.phi_lo[occupied] + uc[1] * (grid.phi_hi[occupied] - grid.phi_lo[occupied])
+    else:
+        tw_eta, tw_phi = grid.eta_center[occupied], grid.phi_center[occupied]
+    tw_phi = _wrap(tw_phi)
+    el = np.flatnonzero(alive)           # occupied-tower positions that become elements
+    n_tw = el.size
+    row_of_occ = np.full(n_occ, -1, dtype=np.int64)
+    row_of_occ[el] = n_trk + np.arange(n_tw)
+
+    x_tw = np.zeros((n_tw, S.NUM_FEATURES))
+    x_tw[:, S.F_TYPE] = S.ELEM_TOWER
+    x_tw[:, S.F_PT] = meas_e[el] / np.cosh(tw_eta[el])
+    x_tw[:, S.F_ETA] = tw_eta[el]
+    x_tw[:, S.F_SIN_PHI] = np.sin(tw_phi[el])
+    x_tw[:, S.F_COS_PHI] = np.cos(tw_phi[el])
+    x_tw[:, S.F_E] = meas_e[el]
+    x_tw[:, S.F_E_EM] = meas_em[el]
+    x_tw[:, S.F_E_HAD] = meas_had[el]
+
+    # ygen of towers: calorimeter-only particles (no track, not muons).
+    contrib = deposits & ~tracked & (cls != S.CLS_MUON) & is_target
+    c_occ = inv[contrib[deposits]]
+    c_idx = np.flatnonzero(deposits)[contrib[deposits]]
+    c_cls_ = cls[c_idx]
+    c_em_like = (c_cls_ == S.CLS_PHOTON) | (c_cls_ == S.CLS_ELECTRON)
+
+    def per_tower(w):
+        return np.bincount(c_occ, weights=w, minlength=n_occ)
+
+    e_emtype = per_tower(np.where(c_em_like, energy[c_idx], 0.0))
+    e_hadtype = per_tower(np.where(c_em_like, 0.0, energy[c_idx]))
+    spx, spy = per_tower(particles.px[c_idx]), per_tower(particles.py[c_idx])
+    spz, se = per_tower(particles.pz[c_idx]), per_tower(energy[c_idx])
+    n_contrib = np.bincount(c_occ, minlength=n_occ)
+    g_cls = np.where(e_emtype > e_hadtype, S.CLS_PHOTON, S.CLS_N_HAD)
+    g_min = np.where(g_cls == S.CLS_PHOTON, cfg.target_min_e_photon,
+                     cfg.target_min_e_neutral_hadron)
+    g_ok = (n_contrib > 0) & (se >= g_min) & (se > 0)
+    spt = np.hypot(spx, spy)
+    ygen_tw = np.zeros((n_tw, S.NUM_TARGETS))
+    ok = g_ok[el]
+    g_pt = spt[el]
+    ygen_tw[:, S.T_CLS] = np.where(ok, g_cls[el], S.CLS_NONE)
+    ygen_tw[:, S.T_PT] = np.where(ok, g_pt, 0.0)
+    ygen_tw[:, S.T_ETA] = np.where(ok, np.arcsinh(spz[el] / np.maximum(g_pt, 1e-9)), 0.0)
+    g_phi = np.arctan2(spy[el], spx[el])
+    ygen_tw[:, S.T_SIN_PHI] = np.where(ok, np.sin(g_phi), 0.0)
+    ygen_tw[:, S.T_COS_PHI] = np.where(ok, np.cos(g_phi), 0.0)
+    ygen_tw[:, S.T_E] = np.where(ok, se[el], 0.0)
+    c_row = row_of_occ[c_occ]
+    c_good = (c_row >= 0) & g_ok[c_occ]
+    particle_element[c_idx[c_good]] = c_row[c_good]
+
+    # ycand of towers: subtract the expected deposits of tracks pointing to the tower.
+    t_tower = np.where(t_reach, grid.locate(t_eta_out, t_phi_out), -1)
+    pos = np.searchsorted(occupied, t_tower)
+    pos_c = np.minimum(pos, max(n_occ - 1, 0))
+    t_hit = (t_tower >= 0) & (n_occ > 0)
+    if n_occ:
+        t_hit &= occupied[pos_c] == t_tower
+    f_had = cfg.hadron_em_fraction
+    t_exp_em = np.where(t_ele > 0, t_p, np.where(t_mu > 0, 0.0, f_had * t_p))
+    t_exp_had = np.where(t_ele > 0, 0.0,
+                         np.where(t_mu > 0, np.minimum(t_p, cfg.muon_mip_energy),
+                                  (1.0 - f_had) * t_p))
+    exp_em = np.bincount(pos_c[t_hit], weights=t_exp_em[t_hit], minlength=n_occ)
+    exp_had = np.bincount(pos_c[t_hit], weights=t_exp_had[t_hit], minlength=n_occ)
+    rem_em = meas_em - exp_em
+    rem_had = meas_had - exp_had
+    sig_em = cfg.cand_significance * cfg.calo_sigma(exp_em, occ_abs_eta, em=True)
+    sig_had = cfg.cand_significance * cfg.calo_sigma(exp_had, occ_abs_eta, em=False)
+    rem_em = np.where((exp_em > 0) & (rem_em <= sig_em), 0.0, np.maximum(rem_em, 0.0))
+    rem_had = np.where((exp_had > 0) & (rem_had <= sig_had), 0.0, np.maximum(rem_had, 0.0))
+    c_e = rem_em + rem_had
+    c_cls = np.where(rem_em >= rem_had, S.CLS_PHOTON, S.CLS_N_HAD)
+    c_min = np.where(c_cls == S.CLS_PHOTON, cfg.cand_min_e_photon, cfg.cand_min_e_neutral_hadron)
+    c_ok = (c_e > 0) & (c_e >= c_min)
+    ycand_tw = np.zeros((n_tw, S.NUM_TARGETS))
+    cok = c_ok[el]
+    ycand_tw[:, S.T_CLS] = np.where(cok, c_cls[el], S.CLS_NONE)
+    ycand_tw[:, S.T_ETA] = np.where(cok, tw_eta[el], 0.0)
+    ycand_tw[:, S.T_SIN_PHI] = np.where(cok, np.sin(tw_phi[el]), 0.0)
+    ycand_tw[:, S.T_COS_PHI] = np.where(cok, np.cos(tw_phi[el]), 0.0)
+    ycand_tw[:, S.T_E] = np.where(cok, c_e[el], 0.0)
+
+    f32 = S.FEATURE_DTYPE
+    event = S.Event(np.concatenate([x_trk, x_tw]).astype(f32),
+                    np.concatenate([ygen_trk, ygen_tw]).astype(f32),
+                    np.concatenate([ycand_trk, ycand_tw]).astype(f32))
+    return SimulationResult(
+        event=event, n_tracks=n_trk, track_particle=t_part,
+        track_gen_pt=np.where(real, pt[np.maximum(t_part, 0)] if n else 0.0, 0.0),
+        tower_id=occupied[el], particle_tower=tower, deposit_em=dep_em, deposit_had=dep_had,
+        particle_element=particle_element, occupied=occupied, true_em=true_em,
+        true_had=true_had, meas_em=meas_em, meas_had=meas_had)
