@@ -1,0 +1,186 @@
+"""reports.tables and reports.report on hand-made runs whose numbers are worked out by hand.
+
+Scale 1 node (one worker, one 1-node-hour epoch per trial, 4 trials, run held 4.5 h):
+  random  seed 1: 1.0 0.8 0.9 0.7   -> best 0.70, best-so-far reaches 0.7 at 4 node-hours
+          seed 2: 0.9 0.85 0.6 0.95 -> best 0.60, reaches 0.7 at 3
+          seed 3: 1.2 0.75 0.75 0.8 -> best 0.75, never reaches 0.7
+  asha    seed 1: 0.9 0.65 0.5 0.55 -> best 0.50, reaches at 2
+          seed 2: 0.8 0.7 0.6 0.6   -> best 0.60, reaches at 2
+          seed 3: 1.0 0.95 0.72 0.68 -> best 0.68, reaches at 4
+  target = median random best = 0.7; random median to target = median(4, 3, inf) = 4;
+  asha median = 2 -> speedup 2.0.
+Scale 2 nodes (two 1-node workers, 0.5 node-hour epochs, run held 4000 s), random only:
+  seed 1: times 1800/1900/3600/3700 s, losses 1.0 0.9 0.7 0.65 -> best 0.65
+  seed 2: losses 0.8 0.95 0.72 0.6 -> best 0.6; target at 2 nodes = 0.625.
+"""
+
+import math
+import os
+
+import pandas as pd
+import pytest
+
+from reports import report, tables
+from reports.rundir import read_runs
+
+try:  # the shared run-directory builder lives in test_rundir.py
+    from tests.unit.test_rundir import make_run
+except ImportError:  # pytest run outside the repository root
+    from test_rundir import make_run
+
+SCALE1 = {
+    ("random", 1): [1.0, 0.8, 0.9, 0.7], ("random", 2): [0.9, 0.85, 0.6, 0.95],
+    ("random", 3): [1.2, 0.75, 0.75, 0.8], ("asha", 1): [0.9, 0.65, 0.5, 0.55],
+    ("asha", 2): [0.8, 0.7, 0.6, 0.6], ("asha", 3): [1.0, 0.95, 0.72, 0.68],
+}
+FAILED = {("random", 1): 1, ("asha", 2): 2}
+SCALE2 = {1: [(1800, 1.0), (1900, 0.9), (3600, 0.7), (3700, 0.65)],
+          2: [(1800, 0.8), (1900, 0.95), (3600, 0.72), (3700, 0.6)]}
+
+
+def build(root, experiment="exp"):
+    for (tuner, seed), losses in SCALE1.items():
+        failed = FAILED.get((tuner, seed), 0)
+        make_run(root, f"{tuner}_n1_s{seed}", tuner=tuner, seed=seed, nodes=1, workers=1,
+                 experiment=experiment, budget=4, run_seconds=4.5 * 3600,
+                 epochs=[(f"t{k}", 3600 * (k + 1), 3600, 1, v) for k, v in enumerate(losses)],
+                 ends=[(f"t{k}", "FAILED" if k < failed else "COMPLETED") for k in range(4)])
+    for seed, points in SCALE2.items():
+        make_run(root, f"random_n2_s{seed}", tuner="random", seed=seed, nodes=2, workers=2,
+                 experiment=experiment, budget=2, run_seconds=4000,
+                 epochs=[(f"w{k % 2}", t, 1800, 1, v) for k, (t, v) in enumerate(points)])
+
+
+@pytest.fixture
+def runs(tmp_path):
+    build(tmp_path)
+    found, messages = read_runs([tmp_path])
+    assert messages == []
+    return found
+
+
+def row(df, tuner, scale):
+    sel = df[(df["tuner"] == tuner) & (df["scale"] == scale)]
+    assert len(sel) == 1
+    return sel.iloc[0]
+
+
+def test_summary_numbers_match_hand_computation(runs):
+    s = tables.summary_table(runs)
+    r, a = row(s, "random", 1.0), row(s, "asha", 1.0)
+    assert (r["seeds"], a["seeds"]) == (3, 3)
+    assert r["best_loss_median"] == pytest.approx(0.7)
+    assert (r["best_loss_q25"], r["best_loss_q75"]) == pytest.approx((0.65, 0.725))
+    assert r["best_loss_iqr"] == pytest.approx(0.075)
+    assert a["best_loss_median"] == pytest.approx(0.6)
+    assert a["best_loss_iqr"] == pytest.approx(0.64 - 0.55)
+    assert r["target_loss"] == a["target_loss"] == pytest.approx(0.7)
+    assert (r["reached"], a["reached"]) == (2, 3)
+    assert r["node_hours_to_target"] == pytest.approx(4.0)
+    assert math.isinf(r["node_hours_to_target_iqr"])  # q75 lies between 4 and "never"
+    assert a["node_hours_to_target"] == pytest.approx(2.0)
+    assert a["node_hours_to_target_iqr"] == pytest.approx(1.0)
+    assert r["speedup_vs_random"] == pytest.approx(1.0)
+    assert a["speedup_vs_random"] == pytest.approx(2.0)
+    assert a["wall_hours_to_target"] == pytest.approx(2.0)
+    # budget 4 node-hours: best-so-far after 1, 2 and 4 node-hours
+    assert r["budget_node_hours"] == 4
+    assert (r["loss_at_25pct"], r["loss_at_50pct"], r["loss_at_100pct"]) == pytest.approx(
+        (1.0, 0.8, 0.7))
+    assert (a["loss_at_25pct"], a["loss_at_50pct"], a["loss_at_100pct"]) == pytest.approx(
+        (0.9, 0.7, 0.6))
+    assert (r["trial_node_hours"], r["allocated_node_hours"], r["wall_hours"]) == pytest.approx(
+        (4.0, 4.5, 4.5))
+    assert (a["trials_started"], a["trials_completed"], a["trials_failed"]) == (4, 4, 0)
+    r2 = row(s, "random", 2.0)
+    assert r2["target_loss"] == pytest.approx(0.625)
+    assert r2["best_loss_median"] == pytest.approx(0.625)
+    # seed 1 never gets to 0.625, seed 2 at 2.0: the median of (2.0, never) is "never"
+    assert math.isinf(r2["node_hours_to_target"]) and r2["reached"] == 1
+    assert r2["allocated_node_hours"] == pytest.approx(4000 * 2 / 3600)
+
+
+def test_run_table_counts_and_utilisation(runs):
+    df = tables.run_table(runs).set_index("search_id")
+    assert df.loc["random_n1_s1", ["trials_started", "trials_completed", "trials_failed"]
+                  ].tolist() == [4, 3, 1]
+    assert df.loc["asha_n1_s2", "trials_failed"] == 2
+    assert df.loc["asha_n1_s1", "utilisation"] == pytest.approx(4 / 4.5)
+
+
+def test_target_override_and_allocated_axis(runs):
+    s = tables.summary_table(runs, target_loss=0.6)
+    assert row(s, "asha", 1.0)["node_hours_to_target"] == pytest.approx(3.0)  # 3, 4, never
+    assert math.isinf(row(s, "random", 1.0)["node_hours_to_target"])  # only seed 2 gets there
+    assert row(s, "asha", 1.0)["speedup_vs_random"] == pytest.approx(math.inf)
+    seed2 = next(r for r in runs if r.search_id == "random_n2_s2")
+    # 2 nodes held: seed 2 reaches 0.625 at 3700 s -> 3700 * 2 / 3600 allocated node-hours,
+    # after 4 epochs of 0.5 node-hours of trial time
+    assert tables.time_to_target(seed2, 0.625, "allocated") == pytest.approx(
+        (3700 * 2 / 3600, 3700 / 3600))
+    assert tables.time_to_target(seed2, 0.625, "trial") == pytest.approx((2.0, 3700 / 3600))
+
+
+def test_scaling_uses_one_target_and_reports_efficiency(runs):
+    sc = tables.scaling_table(runs)
+    r1, r2 = row(sc, "random", 1.0), row(sc, "random", 2.0)
+    assert r1["target_loss"] == r2["target_loss"] == pytest.approx(0.7)
+    assert r1["wall_hours_to_target"] == pytest.approx(4.0)
+    assert r2["wall_hours_to_target"] == pytest.approx((3600 + 3700) / 2 / 3600)
+    assert r2["speedup"] == pytest.approx(4.0 / ((3600 + 3700) / 2 / 3600))
+    assert r2["efficiency"] == pytest.approx(r2["speedup"] / 2)
+    assert row(sc, "asha", 1.0)["efficiency"] == pytest.approx(1.0)
+
+
+def test_anytime_curve_median_and_band(runs):
+    c = tables.anytime_curves(runs, points=5)  # grid 0, 1, 2, 3, 4 node-hours at 1 node
+    a = c[(c["scale"] == 1.0) & (c["tuner"] == "asha")].set_index("node_hours")
+    assert math.isinf(a.loc[0.0, "median"])
+    assert a.loc[1.0, "median"] == pytest.approx(0.9)
+    assert (a.loc[2.0, "q25"], a.loc[2.0, "median"], a.loc[2.0, "q75"]) == pytest.approx(
+        (0.675, 0.7, 0.825))
+    assert a.loc[4.0, "median"] == pytest.approx(0.6)
+
+
+def test_quantile_handles_never_reached():
+    assert tables.quantile([1.0, 2.0, math.inf], 0.5) == 2.0
+    assert math.isinf(tables.quantile([1.0, math.inf, math.inf], 0.5))
+    assert tables.quantile([3.0, 1.0], 0.25) == pytest.approx(1.5)
+    assert math.isnan(tables.quantile([], 0.5))
+
+
+def test_report_cli_writes_everything_and_names_bad_files(tmp_path, capsys):
+    root = tmp_path / "runs"
+    build(root)
+    bad = make_run(root, "random_n1_s9", seed=9, epochs=[("t0", 3600, 3600, 1, 0.1)])
+    with open(os.path.join(bad, "trials.jsonl"), "a") as fh:
+        fh.write('{"v": 1, "event": "epo')
+    lonely = make_run(root, "other_exp", experiment="zzz", epochs=[("t0", 60, 60, 1, 0.1)])
+    gone = make_run(root, "no_log", tuner="asha", seed=7, with_mllog=False,
+                    epochs=[("t0", 3600, 3600, 1, 0.9)])
+    out = tmp_path / "out"
+    assert report.run(["--runs", str(root), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {bad}/trials.jsonl: truncated last line skipped" in err
+    assert f"warning: {lonely}/params.yaml: experiment 'zzz' differs" in err
+    assert f"warning: {gone}/mllog.txt: missing" in err
+    md = (out / "report.md").read_text()
+    assert f"{bad}/trials.jsonl: truncated last line skipped" in md
+    assert f"`{lonely}` (experiment zzz)" in md
+    for name in ("summary.csv", "runs.csv", "scaling.csv", "anytime.csv", "anytime.png",
+                 "scaling.png"):
+        assert (out / name).stat().st_size > 0, name
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["tuner"]) == {"random", "asha"}
+    # the valid part of the truncated run (seed 9, best 0.1) counts: 4 random seeds at 1 node
+    r = summary[(summary["tuner"] == "random") & (summary["scale"] == 1)].iloc[0]
+    assert r["seeds"] == 4 and r["best_loss_median"] == pytest.approx(0.65)
+    assert "| asha | 1 | 4 |" in md
+
+
+def test_report_cli_without_valid_runs_exits_1(tmp_path, capsys):
+    assert report.run(["--runs", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "nothing: not a directory; run skipped" in err
+    assert "error: no valid run directory" in err
+    assert report.run(["--runs", "x", "--out", "y", "--scale", "gpus"]) == 2
