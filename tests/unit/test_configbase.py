@@ -87,3 +87,12 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_text(target, "a: 2\n")
     assert target.read_text() == "a: 2\n"
     assert os.listdir(target.parent) == ["params.yaml"]
+
+
+def test_atomic_write_uses_normal_file_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "p.yaml", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.yaml").stat().st_mode & 0o777 == 0o644
