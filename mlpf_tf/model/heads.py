@@ -1,0 +1,65 @@
+"""Output heads of the MLPF network: class logits, charge and the particle kinematics.
+
+Every head is an FFN. The regression heads see the class logits with gradients stopped (the
+regression loss must not steer the classifier). Kinematics are predicted relative to the
+element's own measurement, as in the reference model:
+  eta, sin phi, cos phi = element value + predicted correction;
+  E  = expm1(log1p(element E) + correction)   (the correction is learnt in log space);
+  pT = expm1(log1p(E / cosh(eta)) + sigmoid(g) * c)   (derived from E and eta, plus a gated
+       correction c with gate g).
+All outputs are float32 (the last Dense of every head is float32 under mixed precision).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mlpf_tf.data import schema
+from mlpf_tf.model.layers import PlainCall, dense_ffn
+
+# Bounds of the log1p-space predictions: keeps expm1 finite (e^20 ~ 5e8 GeV) in float32.
+LOG_MIN, LOG_MAX = -5.0, 20.0
+OUTPUT_KEYS = ("cls", "charge", "pt", "eta", "sin_phi", "cos_phi", "energy")
+
+
+class OutputHeads(PlainCall, tf.keras.layers.Layer):
+    """Maps (X, classification features, regression features) to the output dict."""
+
+    def __init__(self, cfg, **kwargs):
+        super().__init__(**kwargs)
+
+        def head(name, out_dim):
+            return dense_ffn(name, cfg.head_hidden_dim, cfg.head_num_layers, out_dim,
+                             cfg.activation, dropout=float(cfg.dropout),
+                             layernorm=cfg.layernorm, out_dtype="float32")
+
+        self.cls_head = head("cls_head", cfg.num_classes)
+        self.charge_head = head("charge_head", 1)
+        self.eta_head = head("eta_head", 1)
+        self.phi_head = head("phi_head", 2)
+        self.energy_head = head("energy_head", 1)
+        self.pt_head = head("pt_head", 2)
+
+    def call(self, X, cls_features, reg_features, training=None):
+        X = tf.cast(X, tf.float32)
+        logits = tf.cast(self.cls_head(cls_features, training=training), tf.float32)
+        reg_in = tf.concat(
+            [reg_features, tf.cast(tf.stop_gradient(logits), reg_features.dtype)], axis=-1)
+
+        def run(h):
+            return tf.cast(h(reg_in, training=training), tf.float32)
+
+        charge = run(self.charge_head)
+        eta = X[..., schema.F_ETA:schema.F_ETA + 1] + run(self.eta_head)
+        dphi = run(self.phi_head)
+        sin_phi = X[..., schema.F_SIN_PHI:schema.F_SIN_PHI + 1] + dphi[..., :1]
+        cos_phi = X[..., schema.F_COS_PHI:schema.F_COS_PHI + 1] + dphi[..., 1:]
+        e_elem = tf.maximum(X[..., schema.F_E:schema.F_E + 1], 0.0)
+        log_e = tf.math.log1p(e_elem) + run(self.energy_head)
+        energy = tf.math.expm1(tf.clip_by_value(log_e, LOG_MIN, LOG_MAX))
+        pt_from_e = tf.maximum(energy, 0.0) / tf.cosh(tf.clip_by_value(eta, -10.0, 10.0))
+        gate_corr = run(self.pt_head)
+        log_pt = tf.math.log1p(pt_from_e) + tf.sigmoid(gate_corr[..., :1]) * gate_corr[..., 1:]
+        pt = tf.math.expm1(tf.clip_by_value(log_pt, LOG_MIN, LOG_MAX))
+        return {"cls": logits, "charge": charge, "pt": pt, "eta": eta, "sin_phi": sin_phi,
+                "cos_phi": cos_phi, "energy": energy}
