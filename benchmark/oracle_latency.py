@@ -9,11 +9,15 @@ scores, 8 simulated workers finishing out of order, no training), then times
 - ``populate_space`` (the decision alone: promote or sample) for ``--decisions`` further
   trials, reporting median / p90 / max of wall-clock and of thread CPU time (the machine may
   be shared), split into promotions and new configurations;
-- ``create_trial`` and ``end_trial`` end to end, including keras-tuner's per-trial disk
-  writes (``trial_<id>/trial.json`` and the whole ``oracle.json``), for ``--io_decisions``.
+- ``update_trial`` + ``end_trial`` and ``create_trial`` end to end, including persistence (one
+  journal line per call, flushed, and the atomic ``trial_<id>/trial.json`` mirror), for
+  ``--io_decisions`` trials, and their sum per trial (the acceptance figure); then the same
+  with ``journal_fsync`` (every line forced to disk) for ``--fsync_decisions`` trials;
+- a compacted snapshot (``oracle.json``, written every ``max(snapshot_every, trials)`` journal
+  lines) and its cost amortised per journal line; ``reload()`` of the whole state.
 
-The filling phase skips the disk writes (they grow with the number of trials and would make
-filling quadratic); the measured phases are not affected by that. For ASHA+BO the history is
+The filling phase skips the trial files (keras-tuner's ``_save_trial``) but journals every call,
+so the journal and snapshots are those of a real run of that size. For ASHA+BO the history is
 filled with the random sampler (the model would be refitted for each of thousands of
 configurations), then the Bayesian sampler takes over: each new configuration fits the GP on at
 most ``--bo_max_fit_points`` results of the highest rung with enough of them (best half + most
@@ -37,7 +41,9 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("trials", 10_000, "trials recorded before measuring", lower_bound=1)
 flags.DEFINE_integer("decisions", 2000, "decisions timed (populate_space)", lower_bound=1)
-flags.DEFINE_integer("io_decisions", 200, "create_trial/end_trial timed with disk writes",
+flags.DEFINE_integer("io_decisions", 1000, "create_trial/end_trial timed with persistence",
+                     lower_bound=0)
+flags.DEFINE_integer("fsync_decisions", 100, "the same with journal_fsync (0: skip)",
                      lower_bound=0)
 flags.DEFINE_list("tuners", ["asha", "asha_bo"], "oracles to measure: asha, asha_bo")
 flags.DEFINE_enum("space", "reference", ["reference", "reduced"], "search space")
@@ -129,7 +135,9 @@ def _measure(tuner: str, directory: str) -> None:
     oracle._set_project_dir(directory, tuner)
     oracle.verbose = 0
 
-    # Fill: no disk writes, random proposals.
+    # Fill: no trial files, random proposals (the journal is started first: its header names
+    # the oracle's own sampler).
+    oracle._writer()
     sampler = oracle.sampler
     oracle.sampler = RandomSampler()
     oracle._save_trial = lambda trial: None
@@ -166,17 +174,54 @@ def _measure(tuner: str, directory: str) -> None:
         print(f"[{tuner}] populate_space wall, {what:11s}: {_stats([t[0] for t in times])}")
         print(f"[{tuner}] populate_space CPU,  {what:11s}: {_stats([t[1] for t in times])}")
 
-    # End to end with keras-tuner's disk writes (trial.json + whole oracle.json per call).
+    # End to end with persistence: journal line per call + trial.json mirror.
     del oracle._save_trial, oracle.save
-    io_times: list = []
-    for _ in range(FLAGS.io_decisions):
-        cluster.step(io_times)
-    if io_times:
+    for fsync, count in ((False, FLAGS.io_decisions), (True, FLAGS.fsync_decisions)):
+        if not count:
+            continue
+        oracle.journal_fsync = oracle._journal.fsync = fsync
+        io_times: list = []
+        for _ in range(count):
+            cluster.step(io_times)
+        mode = "journal+fsync" if fsync else "journal"
         for i, what in enumerate(("update+end_trial wall", "update+end_trial CPU ",
                                   "create_trial wall    ", "create_trial CPU     ")):
-            print(f"[{tuner}] {what} (disk I/O): {_stats([t[i] for t in io_times])}")
-        size = os.path.getsize(os.path.join(directory, tuner, "oracle.json"))
-        print(f"[{tuner}] oracle.json: {size / 1e6:.2f} MB written per create_trial / end_trial")
+            print(f"[{tuner}] {what} ({mode}): {_stats([t[i] for t in io_times])}")
+        print(f"[{tuner}] create+update+end wall ({mode}): "
+              f"{_stats([t[0] + t[2] for t in io_times])}")
+        print(f"[{tuner}] create+update+end CPU  ({mode}): "
+              f"{_stats([t[1] + t[3] for t in io_times])}")
+    oracle.journal_fsync = oracle._journal.fsync = False
+    project = os.path.join(directory, tuner)
+    journal_size = os.path.getsize(os.path.join(project, "oracle.journal.jsonl"))
+    print(f"[{tuner}] journal: {oracle._ops} lines, {journal_size / 1e6:.2f} MB "
+          f"({journal_size / max(oracle._ops, 1):.0f} bytes per line)")
+    t0, c0 = time.perf_counter(), time.thread_time()
+    oracle.snapshot()  # trials changed since the last one are serialised again
+    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    t0, c0 = time.perf_counter(), time.thread_time()
+    oracle.snapshot()  # nothing changed since: joining cached trial states + writing
+    wall2, cpu2 = time.perf_counter() - t0, time.thread_time() - c0
+    size = os.path.getsize(os.path.join(project, "oracle.json"))
+    interval = max(oracle.snapshot_every, len(oracle.trials))
+    print(f"[{tuner}] snapshot oracle.json {size / 1e6:.2f} MB: {wall * 1e3:.0f} ms wall / "
+          f"{cpu * 1e3:.0f} ms CPU after {FLAGS.io_decisions + FLAGS.fsync_decisions} trials "
+          f"changed, {wall2 * 1e3:.0f} ms / {cpu2 * 1e3:.0f} ms with none; every {interval} "
+          f"lines: {cpu / interval * 1e3:.3f} ms CPU amortised per line")
+    for _ in range(50):  # a journal tail after the snapshot, as after a crash
+        cluster.step()
+    again = type(oracle)(keras_tuner.Objective("val_loss", "min"), hp, **(
+        common if tuner == "asha" else dict(common, max_fit_points=FLAGS.bo_max_fit_points,
+                                            gp_restarts=FLAGS.bo_gp_restarts)))
+    again._set_project_dir(directory, tuner)
+    again.verbose = 0
+    t0, c0 = time.perf_counter(), time.thread_time()
+    again.reload()
+    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    assert again.rung_sizes() == oracle.rung_sizes() and len(again.trials) == len(oracle.trials)
+    print(f"[{tuner}] reload of {len(again.trials)} trials (snapshot + "
+          f"{oracle._ops - oracle._ops_at_snapshot} journal lines): {wall:.2f} s wall / "
+          f"{cpu:.2f} s CPU")
     t0 = time.perf_counter()
     oracle_module.Oracle._check_consecutive_failures(oracle)
     scan = time.perf_counter() - t0
