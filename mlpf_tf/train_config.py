@@ -1,0 +1,75 @@
+"""TrainConfig: how one configuration (one trial) is trained, validated before compute starts.
+
+Batch size is per rank: with N Horovod ranks an optimizer step sees N x ``batch_size`` events,
+and the learning rate is scaled with N by ``lr_scaling`` (linear: lr x N, sqrt: lr x sqrt(N)).
+The learning-rate schedules count optimizer steps, so they continue where they stopped when a
+trial resumes from a checkpoint (the step counter is part of the optimizer state).
+
+``mixed_precision`` selects the Keras ``mixed_float16`` policy with dynamic loss scaling. It is
+meant for GPUs with float16 tensor cores; on CPUs it is slower than float32 and only useful to
+test the code path. ``jit_compile`` compiles the training step with XLA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mlpf_tf.configbase import Section, param
+
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "exponential", "cosine")
+LR_SCALINGS = ("linear", "sqrt", "none")
+
+
+@dataclasses.dataclass
+class TrainConfig(Section):
+    """Optimizer, schedule, epochs, batching, precision and checkpointing of one trial."""
+
+    SECTION = "train"
+
+    epochs: int = param(10, "epochs to train (one epoch = one scheduler time step)", low=1,
+                        high=100_000)
+    batch_size: int = param(4, "events per batch per rank (reference 5 per GPU)", low=1,
+                            high=100_000)
+    optimizer: str = param("adam", "optimizer", choices=OPTIMIZERS)
+    lr: float = param(1e-3, "learning rate for one rank, before lr_scaling (search 1e-4..3e-2)",
+                      high=10.0)
+    momentum: float = param(0.0, "sgd: momentum", low=0.0)
+    lr_schedule: str = param("constant", "learning-rate schedule over optimizer steps",
+                             choices=LR_SCHEDULES)
+    decay_steps: int = param(1000, "exponential: steps per decay by decay_rate; cosine: steps "
+                             "to decay to cosine_alpha x lr (search 10..2000)", low=1)
+    decay_rate: float = param(0.99, "exponential: factor per decay_steps (search 0.9..1.0)",
+                              low=0.0, high=1.0)
+    cosine_alpha: float = param(0.0, "cosine: final learning rate as a fraction of lr", low=0.0,
+                                high=1.0)
+    lr_scaling: str = param("linear", "scale lr with the number of Horovod ranks N: linear "
+                            "(x N), sqrt (x sqrt N) or none", choices=LR_SCALINGS)
+    steps_per_epoch: int = param(0, "optimizer steps per epoch (0 = one pass over each rank's "
+                                 "shard of the train split)", low=0)
+    validation_steps: int = param(0, "validation batches per rank per epoch (0 = the whole "
+                                  "validation shard)", low=0)
+    jit_compile: bool = param(False, "compile the training step with XLA")
+    mixed_precision: bool = param(False, "mixed_float16 with loss scaling; for GPUs (slower "
+                                  "on CPUs)")
+    seed: int = param(0, "seed of weight initialisation, dropout and shuffling", low=0,
+                      high=2**31 - 1)
+    num_threads: int = param(0, "TensorFlow intra-op threads per rank (0 = TF default); set "
+                             "once per process, before the first trial", low=0, high=1024)
+    checkpoint_every_epochs: int = param(1, "write a checkpoint every N epochs (0 = only after "
+                                         "the last epoch); the last epoch is always written",
+                                         low=0)
+    keep_checkpoints: int = param(2, "checkpoints kept per trial (oldest removed first)", low=1)
+    verbose: int = param(0, "Keras progress output on rank 0: 0 silent, 1 bar, 2 one line per "
+                         "epoch", low=0, high=2)
+
+    def check(self) -> None:
+        if not self.lr > 0.0:
+            self.fail("lr", "must be > 0")
+        if self.lr_schedule == "exponential" and not self.decay_rate > 0.0:
+            self.fail("decay_rate", "must be > 0 for --train.lr_schedule=exponential")
+        if self.optimizer != "sgd" and self.momentum != 0.0:
+            self.fail("momentum", f"applies to --train.optimizer=sgd only, not "
+                      f"{self.optimizer!r}; leave it 0")
+        if not self.momentum < 1.0:
+            self.fail("momentum", "must be < 1")
