@@ -1,0 +1,767 @@
+"""The chief of a distributed search: any keras-tuner oracle served over gRPC, with leases.
+
+keras-tuner's own chief (``keras_tuner/src/distribute/oracle_chief.py``) serves an oracle with
+one server thread and no notion of a worker's health: a worker that dies keeps its trial
+RUNNING forever and the chief never exits. :class:`Chief` wraps the same oracle object (its
+``create_trial`` / ``update_trial`` / ``end_trial``, state files and ``reload``) and adds:
+
+- a multi-thread gRPC server (``threads``); oracle calls are serialised by one lock, as
+  keras-tuner's ``@synchronized`` would, but heartbeats and status calls never wait on
+  training;
+- leases (:mod:`tuners.leases`): a trial not renewed by its worker for ``lease_timeout``
+  seconds is ended FAILED with the error ``lease expired (worker N)`` -- the chief appends
+  that ``trial_end`` to ``trials.jsonl`` unless the worker had already written the trial's end
+  -- and its values (hyperparameters and, for promotions, the parent trial, initial epoch,
+  rung) are re-issued as a new trial to the next worker that asks;
+- a search-id guard: every call carries the search id (gRPC metadata ``x-mlpf-search-id`` and
+  the tuner id ``worker<N>@<search id>``); a worker of another search is refused with
+  FAILED_PRECONDITION and a message naming both ids;
+- an end: once the oracle says STOPPED and no trial is running or waiting to be re-issued,
+  the chief tells the remaining workers STOPPED and returns -- also when workers died. While
+  other trials still run, one worker is kept on standby (IDLE) to take re-issued trials;
+- resume: started on a run directory holding oracle state it reloads the oracle
+  (``oracle.reload()``), keeps finished trials, gives the trials that were running a fresh
+  lease held by their old workers (which reconnect) and re-issues them if those do not come
+  back within ``lease_timeout``; re-issues still pending are kept in ``chief.json``;
+- progress: a line every ``progress_interval`` seconds (trials done / running / failed, best
+  objective, node-hours used and budget left) and the same in ``<run_dir>/progress.json``
+  (atomic writes).
+
+Wire format: unary gRPC methods of the service ``mlpf.hpo.Chief`` whose requests and replies
+are small JSON objects (UTF-8 bytes); keras-tuner's protobuf service has no heartbeat and no
+search id, and JSON keeps the worker side free of TensorFlow imports
+(:mod:`tuners.worker`).
+
+Saving: keras-tuner's stock oracles write ``oracle.json`` and a ``trial.json`` on every
+``create_trial`` / ``update_trial`` / ``end_trial``; ``save_interval`` > 0 coalesces those
+writes to at most one round per interval (plus one after a lease expiry and at the end), for
+fleets of hundreds of workers with short trials. Oracles that journal their own state
+(:mod:`tuners.asha`) are not touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+from keras_tuner.src.engine import oracle as kt_oracle
+from keras_tuner.src.engine import trial as trial_module
+
+from mlpf_tf.configbase import atomic_write_text
+from tuners.leases import Lease, LeaseError, LeaseTable
+from tuners.records import TRIALS_FILE, TrialRecorder, node_hours, read_records
+
+SERVICE = "mlpf.hpo.Chief"
+METHODS = ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd", "EndTrial", "Heartbeat",
+           "Status")
+SEARCH_ID_KEY = "x-mlpf-search-id"
+PROJECT_NAME = "keras_tuner"  # the keras-tuner project directory inside the run directory
+CHIEF_STATE_FILE = "chief.json"
+PROGRESS_FILE = "progress.json"
+RESERVED_PREFIX = "tuner/"
+
+RUNNING = trial_module.TrialStatus.RUNNING
+IDLE = trial_module.TrialStatus.IDLE
+STOPPED = trial_module.TrialStatus.STOPPED
+COMPLETED = trial_module.TrialStatus.COMPLETED
+FAILED = trial_module.TrialStatus.FAILED
+INVALID = trial_module.TrialStatus.INVALID
+END_STATUSES = (COMPLETED, FAILED, INVALID)
+
+_TUNER_ID = re.compile(r"^worker(?P<worker>[^@]+)@(?P<search>.+)$")
+
+
+class ChiefError(RuntimeError):
+    """The chief cannot start or serve (port in use, bad arguments)."""
+
+
+def worker_tuner_id(worker_id: str | int, search_id: str) -> str:
+    """The tuner id a worker group asks the oracle with: ``worker<N>@<search id>``."""
+    return f"worker{worker_id}@{search_id}"
+
+
+def parse_tuner_id(tuner_id: str) -> tuple[str, str]:
+    """(worker id, search id) of a tuner id; ValueError naming it if it is not one."""
+    match = _TUNER_ID.match(str(tuner_id))
+    if not match:
+        raise ValueError(f"tuner id {tuner_id!r} is not of the form worker<N>@<search id>")
+    return match.group("worker"), match.group("search")
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); ChiefError naming the address when malformed."""
+    host, sep, port = str(address).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ChiefError(f"chief address {address!r}: expected HOST:PORT, e.g. 127.0.0.1:8470")
+    return host.strip("[]"), int(port)
+
+
+class Chief:
+    """Serves ``oracle`` to worker groups with leases, a search-id guard, progress and resume.
+
+    Args:
+        oracle: any keras-tuner ``Oracle`` (stock or :mod:`tuners.asha`).
+        search_id: the id every worker must carry.
+        run_dir: the run directory: oracle state in ``<run_dir>/keras_tuner``, records in
+            ``trials.jsonl``, ``progress.json``, ``chief.json``. None: nothing is written
+            (the oracle keeps whatever project directory it has).
+        resume: reload the oracle state found in ``run_dir`` (if any).
+        lease_timeout: seconds without a heartbeat after which a trial is re-issued.
+        nodes_per_worker, ranks_per_worker: a worker group's size, for node-hours and records.
+        node_hour_budget: no new trials once the trials used this many node-hours (0: none).
+        default_epochs: ``target_epochs`` recorded for trials without ``tuner/epochs``.
+        save_interval: coalesce the oracle's state writes (seconds; 0: every call).
+        threads: gRPC server threads.
+        progress_interval: seconds between progress lines (0: no lines, file only at the end).
+        worker_wait: give up (``serve`` returns "abandoned") when no worker called for this
+            many seconds while the search is unfinished (0: wait forever).
+        out: stream for the progress lines.
+    """
+
+    def __init__(self, oracle, *, search_id: str, run_dir: str | None = None,
+                 resume: bool = False, lease_timeout: float = 30.0,
+                 nodes_per_worker: float = 1.0, ranks_per_worker: int = 1,
+                 node_hour_budget: float = 0.0, default_epochs: int = 1,
+                 save_interval: float = 0.0, threads: int = 16,
+                 progress_interval: float = 10.0, worker_wait: float = 600.0,
+                 out=None, clock=time.monotonic):
+        if not search_id or "@" in search_id:
+            raise ChiefError(f"search id {search_id!r}: must be non-empty and contain no '@'")
+        if threads < 1:
+            raise ChiefError(f"threads={threads!r}: must be >= 1")
+        self.oracle = oracle
+        self.search_id = str(search_id)
+        self.run_dir = os.path.abspath(run_dir) if run_dir else None
+        self.clock = clock
+        self.leases = LeaseTable(lease_timeout, clock=clock)
+        self.nodes_per_worker = float(nodes_per_worker)
+        self.ranks_per_worker = int(ranks_per_worker)
+        self.node_hour_budget = float(node_hour_budget or 0.0)
+        self.default_epochs = int(default_epochs)
+        self.save_interval = float(save_interval)
+        self.threads = int(threads)
+        self.progress_interval = float(progress_interval)
+        self.worker_wait = float(worker_wait)
+        self.out = out if out is not None else sys.stdout
+        self.objective = oracle.objective
+        self._sign = -1.0 if getattr(self.objective, "direction", "min") == "max" else 1.0
+        self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()  # flushes write in the order they snapshot
+        self._server: grpc.Server | None = None
+        self.port: int | None = None
+        self._stop = threading.Event()
+        self._reissues: list[dict[str, Any]] = []
+        self._reruns = 0  # re-issued trials so far (each raised the oracle's max_trials by 1)
+        self._ended_by: dict[str, str] = {}
+        self._last_seen: dict[str, float] = {}
+        self._told_stopped: set[str] = set()
+        self._standby: dict[str, float] = {}
+        self._oracle_stopped = False
+        self.aborted: str | None = None
+        self._started = clock()
+        self._last_call = clock()
+        self._dirty = False
+        self._last_save = clock()
+        self.counts = {"completed": 0, "failed": 0, "expired": 0}
+        self.best: tuple[float, str] | None = None  # (signed value, trial id)
+        self._node_hours_past = 0.0
+        self._node_hours_ended = 0.0
+        self.recorder = (TrialRecorder(self.run_dir, self.search_id, worker_id="chief")
+                         if self.run_dir else None)
+        if hasattr(oracle, "verbose"):
+            oracle.verbose = 0  # keras-tuner's per-trial tables; the chief prints progress
+        if self.run_dir:
+            os.makedirs(self.run_dir, exist_ok=True)
+            oracle._set_project_dir(self.run_dir, PROJECT_NAME)
+            if resume:
+                self._resume()
+        self._dirty_trials: dict[str, Any] = {}
+        # Oracles that journal their state (tuners.asha: O(1) per call, atomic) are left alone.
+        # keras-tuner's stock oracles rewrite their files in place: a chief killed mid-write
+        # would leave a truncated oracle.json. Their writes go through here instead (instance
+        # attributes shadow the methods): atomic, and coalesced when save_interval > 0.
+        self._journaled = hasattr(oracle, "journal_fsync") or not self.run_dir
+        self._coalescing = self.save_interval > 0 and not self._journaled
+        if not self._journaled:
+            oracle.save = self._mark_dirty if self._coalescing else self._write_state_now
+            oracle._save_trial = (self._mark_trial_dirty if self._coalescing
+                                  else self._write_trial_now)
+
+    # --- state --------------------------------------------------------------------------------
+
+    def _oracle_file(self) -> str:
+        return os.path.join(self.run_dir, PROJECT_NAME, "oracle.json")
+
+    def _resume(self) -> None:
+        """Reload oracle state and pending re-issues; lease the trials that were running."""
+        state_file = os.path.join(self.run_dir, CHIEF_STATE_FILE)
+        if os.path.exists(state_file):
+            with open(state_file) as fh:
+                state = json.load(fh)
+            self._reissues = list(state.get("reissues", []))
+            self.counts["expired"] = int(state.get("expired", 0))
+            self._reruns = int(state.get("reruns", 0))
+            if self.oracle.max_trials:
+                self.oracle.max_trials += self._reruns
+        project = os.path.dirname(self._oracle_file())
+        if not os.path.isdir(project) or not os.listdir(project):
+            return
+        ongoing: dict[str, str] = {}
+        if os.path.exists(self._oracle_file()):
+            with open(self._oracle_file()) as fh:
+                ongoing = dict(json.load(fh).get("ongoing_trials", {}))
+        self.oracle.reload()  # keras-tuner moves the running trials to its retry queue
+        # journaling oracles (tuners.asha) say which worker ran them; else oracle.json does
+        ongoing = dict(getattr(self.oracle, "interrupted_trials", None) or ongoing)
+        retry = self.oracle._retry_queue
+        for tuner_id, trial_id in ongoing.items():
+            if trial_id in retry:
+                retry.remove(trial_id)
+            trial = self.oracle.trials.get(trial_id)
+            if trial is None or trial.status != RUNNING:
+                continue  # ended before the state was written; nothing runs
+            self.oracle.ongoing_trials[tuner_id] = trial
+            self.leases.grant(trial_id, tuner_id, dict(trial.hyperparameters.values))
+        for trial in self.oracle.trials.values():
+            if trial.status == COMPLETED:
+                self.counts["completed"] += 1
+                self._consider_best(trial)
+            elif trial.status in (FAILED, INVALID):
+                self.counts["failed"] += 1
+        self._node_hours_past = sum(float(r.get("node_hours") or 0.0)
+                                    for r in self._records() if r["event"] == "trial_end")
+        self._say(f"resumed search {self.search_id}: {self.counts['completed']} completed, "
+                  f"{self.counts['failed']} failed, {len(self.leases)} running "
+                  f"(leased to their workers for {self.leases.timeout:g} s), "
+                  f"{len(self._reissues)} to re-issue")
+
+    def _write_state(self) -> None:
+        if self.run_dir:
+            atomic_write_text(os.path.join(self.run_dir, CHIEF_STATE_FILE), json.dumps(
+                {"search_id": self.search_id, "reissues": self._reissues,
+                 "expired": self.counts["expired"], "reruns": self._reruns}, indent=1) + "\n")
+
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+
+    def _save_soon(self) -> None:
+        """After a lease expiry: the whole state to disk now, or at the next tick if coalesced."""
+        if self._coalescing:
+            self._dirty = True
+            self._last_save = float("-inf")
+        else:
+            self.oracle.save()
+
+    def _project(self) -> str:
+        return os.path.join(str(self.oracle._directory), self.oracle._project_name)
+
+    def _write_state_now(self) -> None:
+        """``oracle.json`` as keras-tuner writes it (``get_state()`` as JSON), atomically."""
+        with self._lock:
+            _replace_file(os.path.join(self._project(), "oracle.json"),
+                          json.dumps(self.oracle.get_state()))
+
+    def _write_trial_now(self, trial) -> None:
+        with self._lock:
+            _replace_file(os.path.join(self._project(), f"trial_{trial.trial_id}",
+                                       "trial.json"), json.dumps(trial.get_state()))
+
+    def _mark_trial_dirty(self, trial) -> None:
+        self._dirty_trials[trial.trial_id] = trial
+
+    def flush(self, force: bool = False) -> None:
+        """Write the oracle's state if calls were coalesced (every ``save_interval``).
+
+        The state is serialised under the lock (a consistent snapshot) and written after
+        releasing it, so workers' calls do not wait for the disk. Trial files first, then
+        ``oracle.json`` (what keras-tuner's ``save`` writes: ``json.dumps(get_state())``),
+        each atomically (temporary file + rename, no fsync).
+        """
+        with self._flush_lock:
+            with self._lock:
+                if not (self._dirty or self._dirty_trials):
+                    return
+                if not force and self.clock() - self._last_save < self.save_interval:
+                    return
+                trials, self._dirty_trials = self._dirty_trials, {}
+                project = self._project()
+                files = [(os.path.join(project, f"trial_{t.trial_id}", "trial.json"),
+                          json.dumps(t.get_state())) for t in trials.values()]
+                if self._dirty:
+                    files.append((os.path.join(project, "oracle.json"),
+                                  json.dumps(self.oracle.get_state())))
+                self._dirty = False
+                self._last_save = self.clock()
+            for path, text in files:
+                _replace_file(path, text)
+
+    def _records(self) -> list[dict[str, Any]]:
+        if not self.run_dir or not os.path.exists(os.path.join(self.run_dir, TRIALS_FILE)):
+            return []
+        return list(read_records(os.path.join(self.run_dir, TRIALS_FILE)))
+
+    # --- the calls workers make ---------------------------------------------------------------
+
+    def _seen(self, worker: str) -> None:
+        _, search = parse_tuner_id(worker)
+        if search != self.search_id:
+            raise PermissionError(f"worker {worker} belongs to search {search!r}; this chief "
+                                  f"serves search {self.search_id!r}")
+        now = self.clock()
+        self._last_seen[worker] = now
+        self._last_call = now
+
+    def hello(self, worker: str) -> dict[str, Any]:
+        with self._lock:
+            self._seen(worker)
+            self.leases.renew(worker)
+            return {"search_id": self.search_id, "objective": self.objective.name,
+                    "direction": getattr(self.objective, "direction", "min"),
+                    "lease_timeout": self.leases.timeout,
+                    "leases": [lease.trial_id for lease in self.leases.held_by(worker)]}
+
+    def heartbeat(self, worker: str, trial_id: str | None = None) -> dict[str, Any]:
+        """Renew ``worker``'s leases; ``lost`` is True if it runs a trial it no longer holds."""
+        with self._lock:
+            self._seen(worker)
+            held = self.leases.renew(worker)
+            lost = trial_id is not None and str(trial_id) not in held
+            return {"leases": held, "lost": lost}
+
+    def create_trial(self, worker: str) -> dict[str, Any]:
+        with self._lock:
+            self._seen(worker)  # expiry is swept by serve() every tick, not per call
+            self._standby.pop(worker, None)
+            held = self.leases.held_by(worker)
+            if held:  # a retried call whose reply was lost: the same trial again
+                held[0].renewed = self.clock()
+                return self._running(held[0])
+            if self.aborted is None and self._reissues and not self.oracle._retry_queue:
+                return self._running(self._reissue(worker))
+            if self.aborted is None and not self._oracle_stopped:
+                if self._budget_spent():
+                    self._oracle_stopped = True
+                    self._say(f"node-hour budget spent: {self.node_hours_used():.4f} of "
+                              f"{self.node_hour_budget:g}; no new trials")
+                else:
+                    with _unlocked_on_error(self.oracle):
+                        trial = self.oracle.create_trial(worker)
+                    if trial.status == RUNNING:
+                        lease = self.leases.grant(trial.trial_id, worker,
+                                                  dict(trial.hyperparameters.values))
+                        return self._running(lease)
+                    if trial.status == IDLE:
+                        return {"status": IDLE}
+                    self._oracle_stopped = True
+            # No new trials: keep one worker on standby while others run (re-issues may come).
+            now = self.clock()
+            standby = [w for w, t in self._standby.items() if now - t < self.leases.timeout]
+            if self.aborted is None and (self._reissues or (len(self.leases) and not standby)):
+                self._standby[worker] = now
+                return {"status": IDLE}
+            self._told_stopped.add(worker)
+            return {"status": STOPPED}
+
+    def update_trial(self, worker: str, trial_id: str, metrics: dict[str, float],
+                     step: int = 0) -> dict[str, Any]:
+        with self._lock:
+            self._seen(worker)
+            try:
+                lease = self.leases.check(str(trial_id), worker)
+            except LeaseError as exc:
+                return {"status": STOPPED, "lost": str(exc)}
+            metrics = {str(k): float(v) for k, v in dict(metrics).items()}
+            with _unlocked_on_error(self.oracle):
+                trial = self.oracle.update_trial(str(trial_id), metrics, step=step)
+            lease.metrics, lease.step = metrics, int(step)
+            return {"status": trial.status}
+
+    def claim_end(self, worker: str, trial_id: str) -> dict[str, Any]:
+        """May ``worker`` record the end of ``trial_id``? Granted once; no expiry races it."""
+        with self._lock:
+            self._seen(worker)
+            try:
+                self.leases.claim_end(str(trial_id), worker)
+            except LeaseError as exc:
+                return {"granted": False, "reason": str(exc)}
+            return {"granted": True}
+
+    def end_trial(self, worker: str, trial_id: str, status: str,
+                  message: str | None = None) -> dict[str, Any]:
+        if status not in END_STATUSES:
+            raise ValueError(f"end_trial: status {status!r} is not one of {END_STATUSES}")
+        trial_id = str(trial_id)
+        with self._lock:
+            self._seen(worker)
+            lease = self.leases.get(trial_id)
+            if lease is None or lease.worker != worker:
+                if self._ended_by.get(trial_id) == worker:
+                    return {"accepted": True}  # a retried call: it was ended already
+                why = ("it is leased to another worker" if lease is not None else
+                       "its lease expired or it has ended")
+                return {"accepted": False,
+                        "reason": f"trial {trial_id} not ended by {worker}: {why}"}
+            self._end_in_oracle(trial_id, status, message)
+            self.leases.release(trial_id)
+            self._ended_by[trial_id] = worker
+            self._node_hours_ended += self._lease_node_hours(lease)
+            return {"accepted": True}
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return self.progress()
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    def _running(self, lease: Lease) -> dict[str, Any]:
+        return {"status": RUNNING, "trial_id": lease.trial_id, "values": lease.values}
+
+    def _budget_spent(self) -> bool:
+        return bool(self.node_hour_budget) and self.node_hours_used() >= self.node_hour_budget
+
+    def _reissue(self, worker: str) -> Lease:
+        """Create a new oracle trial with the values of a trial whose lease expired."""
+        item = self._reissues[0]
+        values = dict(item["values"])
+        oracle = self.oracle
+        cap = oracle.max_trials
+        oracle.populate_space = lambda trial_id: {"status": RUNNING, "values": dict(values)}
+        if cap:
+            oracle.max_trials = cap + 1  # a re-run does not use up the trial budget
+        try:
+            with _unlocked_on_error(oracle):
+                trial = oracle.create_trial(worker)
+        except BaseException:
+            oracle.max_trials = cap
+            raise
+        finally:
+            del oracle.populate_space
+        if trial.status != RUNNING:
+            oracle.max_trials = cap
+            raise RuntimeError(f"re-issuing trial {item['origin']} failed: the oracle "
+                               f"answered {trial.status}")
+        self._reruns += 1
+        self._reissues.pop(0)
+        self._write_state()
+        self._say(f"trial {trial.trial_id}: re-runs the values of trial {item['origin']} "
+                  f"on {worker}")
+        return self.leases.grant(trial.trial_id, worker, values)
+
+    def _end_in_oracle(self, trial_id: str, status: str, message: str | None,
+                       count_failure: bool = True) -> None:
+        trial = self.oracle.trials[trial_id]
+        trial.status = status
+        trial.message = message
+        limit = self.oracle.max_consecutive_failed_trials
+        if not count_failure:  # a dead worker is not a failing configuration
+            self.oracle.max_consecutive_failed_trials = sys.maxsize
+        try:
+            with _unlocked_on_error(self.oracle):
+                self.oracle.end_trial(trial)
+        except RuntimeError as exc:  # keras-tuner: too many consecutive failed trials
+            self._abort(" ".join(str(exc).split()))
+            for tuner_id, ongoing in list(self.oracle.ongoing_trials.items()):
+                if ongoing.trial_id == trial_id:
+                    del self.oracle.ongoing_trials[tuner_id]
+            self._save_soon()
+        finally:
+            self.oracle.max_consecutive_failed_trials = limit
+        if trial.status == COMPLETED:
+            self.counts["completed"] += 1
+            self._consider_best(trial)
+        else:
+            self.counts["failed"] += 1
+
+    def _abort(self, reason: str) -> None:
+        if self.aborted is None:
+            self.aborted = reason
+            self._say(f"search stopped: {reason}")
+
+    def _consider_best(self, trial) -> None:
+        score = getattr(trial, "score", None)
+        if score is None or not math.isfinite(float(score)):
+            return
+        signed = self._sign * float(score)
+        if self.best is None or signed < self.best[0]:
+            self.best = (signed, trial.trial_id)
+
+    # --- leases -------------------------------------------------------------------------------
+
+    def expire(self) -> list[str]:
+        """Handle expired leases now; the trial ids whose lease expired."""
+        with self._lock:
+            return self._expire_locked()
+
+    def _expire_locked(self) -> list[str]:
+        expired = self.leases.pop_expired()
+        if not expired:
+            return []
+        recorded = {r["trial_id"]: r for r in self._records() if r["event"] == "trial_end"}
+        for lease in expired:
+            self._node_hours_ended += self._lease_node_hours(lease)
+            worker_id = _worker_number(lease.worker)
+            record = recorded.get(lease.trial_id)
+            if record is not None:  # the worker wrote the end, then vanished: keep its word
+                self._end_in_oracle(lease.trial_id, record["status"], record.get("error"))
+                self._say(f"trial {lease.trial_id}: worker {worker_id} vanished after "
+                          f"recording it {record['status']}")
+                continue
+            error = f"lease expired (worker {worker_id})"
+            self._record_expired(lease, error)
+            self._end_in_oracle(lease.trial_id, FAILED, error, count_failure=False)
+            self._ended_by[lease.trial_id] = "chief"
+            self.counts["expired"] += 1
+            if self.aborted is None:
+                self._reissues.append({"origin": lease.trial_id, "values": lease.values})
+            self._say(f"trial {lease.trial_id}: {error} after {self.leases.timeout:g} s "
+                      "without a heartbeat; its values go to the next worker")
+        self._write_state()
+        self._save_soon()
+        return [lease.trial_id for lease in expired]
+
+    def _lease_node_hours(self, lease: Lease) -> float:
+        return node_hours(max(0.0, self.clock() - lease.granted), self.nodes_per_worker)
+
+    def _record_expired(self, lease: Lease, error: str) -> None:
+        if self.recorder is None:
+            return
+        values = lease.values
+        initial = int(values.get("tuner/initial_epoch", 0) or 0)
+        parent = values.get("tuner/trial_id")
+        rung = values.get("tuner/rung", values.get("tuner/round"))
+        wall = max(0.0, time.time() - lease.wall_start)
+        self.recorder.append(
+            "trial_end", lease.trial_id, status=FAILED,
+            parent_id=str(parent) if parent not in (None, "") else None,
+            hyperparameters={k: v for k, v in values.items()
+                             if not k.startswith(RESERVED_PREFIX)},
+            rung=None if rung is None else int(rung), initial_epoch=initial,
+            epochs=initial if lease.step is None else lease.step,
+            metrics=dict(lease.metrics), objective=self.objective.name,
+            start_time=lease.wall_start, wall_seconds=wall, nodes=self.nodes_per_worker,
+            ranks=self.ranks_per_worker, node_hours=node_hours(wall, self.nodes_per_worker),
+            error=error, target_epochs=int(values.get("tuner/epochs", self.default_epochs)),
+            worker_id=_worker_number(lease.worker))
+
+    # --- progress -----------------------------------------------------------------------------
+
+    def node_hours_used(self) -> float:
+        """Node-hours of the trials: ended ones plus the running ones so far."""
+        running = sum(self._lease_node_hours(lease) for lease in self.leases.leases())
+        return self._node_hours_past + self._node_hours_ended + running
+
+    def finished(self) -> bool:
+        """The oracle has no more trials, nothing runs and nothing waits to be re-issued."""
+        with self._lock:
+            stopped = self._oracle_stopped or self.aborted is not None
+            return stopped and not len(self.leases) and not (
+                self._reissues and self.aborted is None)
+
+    def progress(self) -> dict[str, Any]:
+        used = self.node_hours_used()
+        budget: dict[str, Any] = {}
+        if self.node_hour_budget:
+            budget["node_hours_left"] = max(0.0, self.node_hour_budget - used)
+        if getattr(self.oracle, "max_trials", None):
+            budget["trials_left"] = max(0, self.oracle.max_trials - len(self.oracle.trials))
+        epoch_budget = getattr(self.oracle, "epoch_budget", None)
+        if epoch_budget:
+            budget["epochs_left"] = max(0, epoch_budget - self.oracle.epochs_allotted)
+        best = None
+        if self.best is not None:
+            best = {"trial_id": self.best[1], "objective": self.objective.name,
+                    "value": self._sign * self.best[0]}
+        state = ("aborted" if self.aborted else "finished" if self._finished_locked()
+                 else "running")
+        return {"search_id": self.search_id, "time": time.time(),
+                "elapsed_seconds": self.clock() - self._started, "state": state,
+                "completed": self.counts["completed"], "failed": self.counts["failed"],
+                "running": len(self.leases), "lease_expired": self.counts["expired"],
+                "to_reissue": len(self._reissues), "trials": len(self.oracle.trials),
+                "best": best, "node_hours_used": used, "budget_left": budget,
+                "workers_seen": len(self._last_seen), "error": self.aborted}
+
+    def _finished_locked(self) -> bool:
+        stopped = self._oracle_stopped or self.aborted is not None
+        return stopped and not len(self.leases) and not (self._reissues and self.aborted is None)
+
+    def progress_line(self, info: dict[str, Any]) -> str:
+        best = info["best"]
+        best_text = (f"best {best['objective']} {best['value']:.5g} (trial {best['trial_id']})"
+                     if best else "no completed trial yet")
+        left = ", ".join(f"{v:.4g} {k.removesuffix('_left').replace('_', '-')}"
+                         for k, v in info["budget_left"].items()) or "no budget set"
+        return (f"[chief {info['elapsed_seconds']:.0f} s] trials: {info['completed']} done, "
+                f"{info['running']} running, {info['failed']} failed"
+                f"{', %d to re-issue' % info['to_reissue'] if info['to_reissue'] else ''} | "
+                f"{best_text} | node-hours {info['node_hours_used']:.4f} used | left: {left}")
+
+    def report_progress(self, print_line: bool = True) -> dict[str, Any]:
+        with self._lock:
+            info = self.progress()
+        if self.run_dir:
+            atomic_write_text(os.path.join(self.run_dir, PROGRESS_FILE),
+                              json.dumps(info, indent=1) + "\n")
+        if print_line:
+            self._say(self.progress_line(info))
+        return info
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # --- serving ------------------------------------------------------------------------------
+
+    def start(self, address: str = "127.0.0.1:0") -> int:
+        """Start the gRPC server on ``HOST:PORT`` (port 0: a free one); the bound port."""
+        host, port = split_address(address)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.threads,
+                                                        thread_name_prefix="chief-rpc"),
+                             options=[("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers((_generic_handler(self),))
+        try:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise ChiefError(f"cannot listen on {host}:{port}: port {port} is in use (or "
+                             f"{host} is not an address of this machine); choose another "
+                             "port in --chief_address")
+        server.start()
+        self._server, self.port = server, bound
+        return bound
+
+    def stop(self, grace: float = 1.0) -> None:
+        """Stop serving and write the final state (idempotent)."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.stop(grace).wait(grace + 5.0)
+            self._server = None
+        self.flush(force=True)
+
+    def request_stop(self) -> None:
+        """Make :meth:`serve` return at its next tick (e.g. from a signal handler)."""
+        self._stop.set()
+
+    def serve(self, address: str = "127.0.0.1:0", tick: float = 0.2,
+              drain: float | None = None) -> str:
+        """Serve until the search is finished; "finished", "aborted", "stopped" or "abandoned".
+
+        After the search finished it keeps answering STOPPED for up to ``drain`` seconds
+        (default: the lease timeout) until every worker heard from recently was told so.
+        """
+        if self._server is None:
+            self.start(address)
+        outcome = "stopped"
+        last_progress = self.clock()
+        try:
+            while not self._stop.is_set():
+                self.expire()
+                self.flush()
+                now = self.clock()
+                if self.progress_interval and now - last_progress >= self.progress_interval:
+                    self.report_progress()
+                    last_progress = now
+                if self.finished():
+                    outcome = "aborted" if self.aborted else "finished"
+                    self._drain(drain if drain is not None else self.leases.timeout, tick)
+                    break
+                if self.worker_wait and now - self._last_call > self.worker_wait:
+                    outcome = "abandoned"
+                    self._say(f"no worker has called for {self.worker_wait:g} s; the search "
+                              "is not finished (restart the chief on this run directory to "
+                              "resume it)")
+                    break
+                self._stop.wait(tick)
+        finally:
+            self.stop()
+            self.report_progress(print_line=True)
+        return outcome
+
+    def _drain(self, seconds: float, tick: float) -> None:
+        deadline = self.clock() + seconds
+        while self.clock() < deadline and not self._stop.is_set():
+            with self._lock:
+                now = self.clock()
+                waiting = [w for w, t in self._last_seen.items()
+                           if w not in self._told_stopped and now - t < self.leases.timeout]
+            if not waiting:
+                return
+            self._stop.wait(tick)
+
+
+@contextlib.contextmanager
+def _unlocked_on_error(oracle):
+    """keras-tuner's ``@synchronized`` keeps its lock when the method raises (no ``finally``):
+    every later call from another thread would then block forever. Release it on error."""
+    try:
+        yield
+    except BaseException:
+        if kt_oracle.THREADS[oracle] == threading.current_thread().name:
+            kt_oracle.THREADS[oracle] = None
+            kt_oracle.LOCKS[oracle].release()
+        raise
+
+
+def _replace_file(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (no fsync)."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _worker_number(tuner_id: str) -> str:
+    try:
+        return parse_tuner_id(tuner_id)[0]
+    except ValueError:
+        return str(tuner_id)
+
+
+_CALLS = {"Hello": "hello", "CreateTrial": "create_trial", "UpdateTrial": "update_trial",
+          "ClaimEnd": "claim_end", "EndTrial": "end_trial", "Heartbeat": "heartbeat",
+          "Status": "status"}
+
+
+def _generic_handler(chief: Chief):
+    def make(name: str):
+        method = getattr(chief, _CALLS[name])
+
+        def call(request: bytes, context: grpc.ServicerContext) -> bytes:
+            metadata = dict(context.invocation_metadata())
+            search = metadata.get(SEARCH_ID_KEY)
+            if search != chief.search_id:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"wrong search: this chief serves search {chief.search_id!r}, "
+                              f"the caller belongs to search {search!r}")
+            try:
+                args = json.loads(request.decode() or "{}")
+                result = method(**args)
+            except PermissionError as exc:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"wrong search: {exc}")
+            except (ValueError, KeyError, TypeError) as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"{name}: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - reported to the caller, chief goes on
+                context.abort(grpc.StatusCode.INTERNAL, f"{name}: {type(exc).__name__}: {exc}")
+            return json.dumps(result).encode()
+
+        return grpc.unary_unary_rpc_method_handler(call)
+
+    return grpc.method_handlers_generic_handler(SERVICE, {name: make(name) for name in METHODS})

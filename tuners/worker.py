@@ -1,0 +1,447 @@
+"""The worker side of a distributed search: a client of the chief (:mod:`tuners.chief`).
+
+:class:`ChiefClient` stands in for the oracle on rank 0 of a worker group (the
+:class:`tuners.horovod_tuner.HorovodTuner` calls ``create_trial`` / ``update_trial`` /
+``end_trial`` on it as on a local oracle) and adds what a long search on many nodes needs:
+
+- a heartbeat thread renewing the group's lease every ``heartbeat_interval`` seconds, so the
+  chief can tell a slow trial from a dead worker;
+- reconnects: a call that finds the chief unreachable is retried with exponential backoff
+  (``backoff_initial`` doubling up to ``backoff_max``) for ``retry_for`` seconds, then
+  :class:`ChiefUnreachable` names the address. A restarted chief is found again this way;
+  every call is safe to repeat (the chief answers a repeated ``create_trial`` with the same
+  trial, a repeated ``end_trial`` with "accepted");
+- the search id on every call (gRPC metadata and the tuner id ``worker<N>@<search id>``); a
+  chief of another search refuses it and :class:`WrongSearch` carries the chief's message;
+- end claims: before rank 0 writes a trial's ``trial_end`` record it asks the chief
+  (:meth:`ChiefClient.claim_end`); a trial whose lease expired (the chief already recorded it
+  FAILED and re-issued its values) is not recorded twice. :class:`GuardedRecorder` does this
+  around a :class:`tuners.records.TrialRecorder`.
+
+:func:`run_sleep_worker` is a stand-in worker whose "training" is a sleep, used by the fleet
+benchmark (:mod:`benchmark.fleet_busy`) and the fault tests; ``python -m tuners.worker`` runs
+one as a process. This module imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+SERVICE = "mlpf.hpo.Chief"  # must match tuners.chief.SERVICE
+SEARCH_ID_KEY = "x-mlpf-search-id"
+RUNNING, IDLE, STOPPED = "RUNNING", "IDLE", "STOPPED"
+_RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class ChiefUnreachable(ConnectionError):
+    """The chief did not answer within the retry period."""
+
+
+class WrongSearch(RuntimeError):
+    """The chief at the address serves another search."""
+
+
+class ChiefCallError(RuntimeError):
+    """The chief refused a call (bad arguments, an oracle error)."""
+
+
+def tuner_id(worker_id: str | int, search_id: str) -> str:
+    """``worker<N>@<search id>``, the id a worker group asks the oracle with."""
+    return f"worker{worker_id}@{search_id}"
+
+
+@dataclasses.dataclass
+class Values:
+    """Holds a trial's values like ``keras_tuner.HyperParameters`` does (``.values``)."""
+
+    values: dict
+
+
+@dataclasses.dataclass
+class RemoteTrial:
+    """A trial as the chief describes it; what the Horovod tuner reads of a keras-tuner Trial."""
+
+    trial_id: str | None
+    status: str
+    hyperparameters: Values
+    message: str | None = None
+    score: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    name: str
+    direction: str = "min"
+
+
+class ChiefClient:
+    """Talks to the chief for one worker group (use it on rank 0 only).
+
+    Args:
+        address: ``HOST:PORT`` of the chief.
+        worker_id: this group's number (``--worker_id``).
+        search_id: the search this group belongs to (``--search_id``).
+        heartbeat_interval: seconds between heartbeats (started by the first trial).
+        retry_for: seconds to keep retrying an unreachable chief before giving up.
+        backoff_initial, backoff_max: the first and the largest wait between retries.
+        rpc_timeout: seconds one call may take.
+        objective: the search objective (default: what the chief says in ``hello``).
+        log: callable taking a message line (default: print to stderr).
+    """
+
+    def __init__(self, address: str, worker_id: str | int, search_id: str, *,
+                 heartbeat_interval: float = 2.0, retry_for: float = 300.0,
+                 backoff_initial: float = 0.5, backoff_max: float = 15.0,
+                 rpc_timeout: float = 60.0, objective: Any = None,
+                 log: Callable[[str], None] | None = None):
+        if not search_id or "@" in str(search_id):
+            raise ValueError(f"--search_id={search_id!r}: must be non-empty without '@'")
+        self.address = address
+        self.worker_id = str(worker_id)
+        self.search_id = str(search_id)
+        self.tuner_id = tuner_id(worker_id, search_id)
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.retry_for = float(retry_for)
+        self.backoff_initial = float(backoff_initial)
+        self.backoff_max = float(backoff_max)
+        self.rpc_timeout = float(rpc_timeout)
+        self._objective = objective
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._metadata = ((SEARCH_ID_KEY, self.search_id),)
+        # gRPC's own reconnect backoff grows to 120 s by default; keep it within ours so a
+        # restarted chief is found again promptly.
+        self._channel = grpc.insecure_channel(address, options=[
+            ("grpc.initial_reconnect_backoff_ms", int(1000 * self.backoff_initial) or 100),
+            ("grpc.min_reconnect_backoff_ms", int(1000 * self.backoff_initial) or 100),
+            ("grpc.max_reconnect_backoff_ms", int(1000 * self.backoff_max) or 1000)])
+        self._stubs = {name: self._channel.unary_unary(f"/{SERVICE}/{name}")
+                       for name in ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd",
+                                    "EndTrial", "Heartbeat", "Status")}
+        self._lock = threading.Lock()
+        self._current: str | None = None
+        self._lost: set[str] = set()
+        self._closed = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self._last_reply = float("-inf")
+        self.heartbeats_sent = 0
+        self.retries = 0
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _call(self, method: str, retry: bool = True, timeout: float | None = None,
+              **args: Any) -> dict[str, Any]:
+        request = json.dumps(args).encode()
+        delay, first_failure, attempts = self.backoff_initial, None, 0
+        while True:
+            attempts += 1
+            try:
+                reply = self._stubs[method](request, timeout=timeout or self.rpc_timeout,
+                                            metadata=self._metadata)
+                self._last_reply = time.monotonic()
+                if first_failure is not None:
+                    self.log(f"worker {self.worker_id}: chief at {self.address} reachable "
+                             f"again after {time.monotonic() - first_failure:.1f} s")
+                return json.loads(reply.decode())
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.FAILED_PRECONDITION:
+                    raise WrongSearch(f"chief at {self.address} refused worker "
+                                      f"{self.tuner_id}: {exc.details()}") from None
+                if code not in _RETRY_CODES:
+                    raise ChiefCallError(f"chief at {self.address}: {method} failed "
+                                         f"({code.name}): {exc.details()}") from None
+                if not retry or self._closed.is_set():
+                    raise ChiefUnreachable(f"chief at {self.address} unreachable "
+                                           f"({code.name}): {exc.details()}") from None
+                now = time.monotonic()
+                if first_failure is None:
+                    first_failure = now
+                    self.log(f"worker {self.worker_id}: chief at {self.address} unreachable "
+                             f"({code.name}); retrying with backoff for {self.retry_for:g} s")
+                if now - first_failure + delay > self.retry_for:
+                    raise ChiefUnreachable(
+                        f"cannot reach the chief at {self.address}: {attempts} attempts over "
+                        f"{now - first_failure:.1f} s failed ({code.name}: {exc.details()}); "
+                        "is the chief running and is --chief_address right?") from None
+                self.retries += 1
+                time.sleep(delay)
+                delay = min(delay * 2.0, self.backoff_max)
+
+    # --- the oracle interface the Horovod tuner uses ------------------------------------------
+
+    @property
+    def objective(self):
+        if self._objective is None:
+            info = self.hello()
+            self._objective = Objective(info["objective"], info.get("direction", "min"))
+        return self._objective
+
+    def hello(self) -> dict[str, Any]:
+        """Check the chief serves our search (WrongSearch otherwise); its description."""
+        return self._call("Hello", worker=self.tuner_id)
+
+    def create_trial(self, tuner_id: str | None = None) -> RemoteTrial:
+        reply = self._call("CreateTrial", worker=self.tuner_id)
+        trial = RemoteTrial(trial_id=reply.get("trial_id"), status=reply["status"],
+                            hyperparameters=Values(dict(reply.get("values") or {})))
+        if trial.status == RUNNING:
+            with self._lock:
+                self._current = trial.trial_id
+            self.start_heartbeats()
+        return trial
+
+    def update_trial(self, trial_id: str, metrics: dict, step: int = 0) -> RemoteTrial:
+        reply = self._call("UpdateTrial", worker=self.tuner_id, trial_id=str(trial_id),
+                           metrics={k: float(v) for k, v in metrics.items()}, step=int(step))
+        if reply.get("lost"):
+            self._mark_lost(str(trial_id), reply["lost"])
+        return RemoteTrial(trial_id=str(trial_id), status=reply["status"],
+                           hyperparameters=Values({}))
+
+    def claim_end(self, trial_id: str) -> bool:
+        """May this group record the end of ``trial_id``? False once its lease was lost."""
+        if str(trial_id) in self._lost:
+            return False
+        reply = self._call("ClaimEnd", worker=self.tuner_id, trial_id=str(trial_id))
+        if not reply["granted"]:
+            self._mark_lost(str(trial_id), reply.get("reason", ""))
+        return bool(reply["granted"])
+
+    def end_trial(self, trial) -> bool:
+        """Report the trial's final status; False if the chief had already ended it."""
+        trial_id = str(trial.trial_id)
+        with self._lock:
+            if self._current == trial_id:
+                self._current = None
+        if trial_id in self._lost:
+            return False
+        reply = self._call("EndTrial", worker=self.tuner_id, trial_id=trial_id,
+                           status=str(trial.status), message=getattr(trial, "message", None))
+        if not reply["accepted"]:
+            self._mark_lost(trial_id, reply.get("reason", ""))
+        return bool(reply["accepted"])
+
+    def lease_lost(self, trial_id: str) -> bool:
+        return str(trial_id) in self._lost
+
+    def status(self) -> dict[str, Any]:
+        return self._call("Status", retry=False)
+
+    def save(self) -> None:
+        """The chief keeps the search state; nothing to save on a worker."""
+
+    def reload(self) -> None:
+        """The chief keeps the search state; nothing to reload on a worker."""
+
+    def _mark_lost(self, trial_id: str, reason: str) -> None:
+        if trial_id not in self._lost:
+            self._lost.add(trial_id)
+            self.log(f"worker {self.worker_id}: trial {trial_id} is no longer ours ({reason}); "
+                     "its result will not be recorded")
+
+    # --- heartbeats ---------------------------------------------------------------------------
+
+    def start_heartbeats(self) -> None:
+        if self._heartbeat is None and self.heartbeat_interval > 0:
+            self._heartbeat = threading.Thread(target=self._beat, daemon=True,
+                                               name=f"heartbeat-{self.worker_id}")
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        while not self._closed.wait(self.heartbeat_interval):
+            with self._lock:
+                current = self._current
+            if time.monotonic() - self._last_reply < 0.5 * self.heartbeat_interval:
+                continue  # any call renews the lease: a heartbeat would add nothing
+            try:
+                reply = self._call("Heartbeat", retry=False,
+                                   timeout=max(1.0, self.heartbeat_interval),
+                                   worker=self.tuner_id, trial_id=current)
+            except (ChiefUnreachable, ChiefCallError, WrongSearch):
+                continue  # the main thread's calls retry and report
+            self.heartbeats_sent += 1
+            if reply.get("lost") and current is not None:
+                self._mark_lost(current, "the chief no longer holds its lease")
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5.0)
+        self._channel.close()
+
+    def __enter__(self) -> ChiefClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class GuardedRecorder:
+    """A TrialRecorder whose records stop once the trial's lease is lost.
+
+    ``trial_end`` is written only after the chief granted the end claim, so a trial whose
+    lease expired (and which the chief recorded FAILED) is never recorded twice.
+    """
+
+    def __init__(self, recorder, client: ChiefClient):
+        self.recorder = recorder
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.recorder, name)
+
+    def append(self, event: str, trial_id: str, **fields: Any) -> dict[str, Any] | None:
+        if self.client.lease_lost(trial_id):
+            return None
+        if event == "trial_end" and not self.client.claim_end(trial_id):
+            return None
+        return self.recorder.append(event, trial_id, **fields)
+
+
+# --- a stand-in worker whose trials are sleeps ------------------------------------------------
+
+
+def synthetic_objective(values: dict, epochs: int, rng: random.Random) -> float:
+    """A loss that depends on the numeric hyperparameters and falls with the epochs trained."""
+    numeric = [float(v) for k, v in sorted(values.items())
+               if not k.startswith("tuner/") and isinstance(v, (int, float))
+               and not isinstance(v, bool)]
+    shape = sum((math.log10(abs(x) + 1e-6) % 1.0 - 0.4) ** 2 for x in numeric) / max(
+        len(numeric), 1)
+    return shape + 1.0 / (1.0 + epochs) + 0.01 * rng.random()
+
+
+@dataclasses.dataclass
+class WorkerLog:
+    """What a stand-in worker did: its time in trials and in total."""
+
+    worker_id: str
+    started: float = 0.0
+    finished: float = 0.0
+    busy_seconds: float = 0.0
+    trials: int = 0
+    idle_answers: int = 0
+    lost: int = 0
+    error: str | None = None
+
+
+def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], float],
+                     objective: str = "val_loss", recorder=None, idle_wait: float = 0.5,
+                     deadline: float | None = None, seed: int = 0,
+                     epoch_updates: bool = False, clock=time.monotonic) -> WorkerLog:
+    """Ask for trials until STOPPED; each trial sleeps ``trial_seconds(values)`` seconds.
+
+    Reports the synthetic objective at the trial's last epoch (``tuner/epochs``), or after
+    every epoch when ``epoch_updates`` (the sleep is split evenly); writes ``trial_start`` and
+    ``trial_end`` records through ``recorder`` if given (wrapped in a GuardedRecorder).
+    ``deadline`` (clock time) ends the loop and cuts a sleep short.
+    """
+    rng = random.Random(seed)
+    log = WorkerLog(worker_id=client.worker_id, started=clock())
+    guarded = GuardedRecorder(recorder, client) if recorder is not None else None
+    try:
+        while deadline is None or clock() < deadline:
+            trial = client.create_trial()
+            if trial.status == STOPPED:
+                break
+            if trial.status == IDLE:
+                log.idle_answers += 1
+                time.sleep(idle_wait)
+                continue
+            values = trial.hyperparameters.values
+            first = int(values.get("tuner/initial_epoch", 0) or 0)
+            last = int(values.get("tuner/epochs", first + 1) or first + 1)
+            seconds = float(trial_seconds(values))
+            start_wall = time.time()
+            if guarded is not None:
+                guarded.append("trial_start", trial.trial_id, parent_id=values.get(
+                    "tuner/trial_id"), hyperparameters=_searched(values),
+                    rung=values.get("tuner/rung"), initial_epoch=first, target_epochs=last,
+                    nodes=1.0, ranks=1)
+            epochs = list(range(first + 1, last + 1)) if epoch_updates else [last]
+            status, metrics = "COMPLETED", {}
+            for epoch in epochs:
+                pause = seconds / len(epochs)
+                if deadline is not None:
+                    pause = max(0.0, min(pause, deadline - clock()))
+                slept = clock()
+                time.sleep(pause)
+                log.busy_seconds += clock() - slept  # "training" only, not the calls
+                metrics = {objective: synthetic_objective(values, epoch, rng)}
+                reply = client.update_trial(trial.trial_id, metrics, step=epoch)
+                if reply.status == STOPPED:
+                    break
+            if client.lease_lost(trial.trial_id):
+                log.lost += 1
+                continue
+            if guarded is not None:
+                wall = time.time() - start_wall
+                guarded.append("trial_end", trial.trial_id, status=status,
+                               parent_id=values.get("tuner/trial_id"),
+                               hyperparameters=_searched(values),
+                               rung=values.get("tuner/rung"), initial_epoch=first,
+                               epochs=epochs[-1], metrics=metrics, objective=objective,
+                               start_time=start_wall, wall_seconds=wall, nodes=1.0, ranks=1,
+                               node_hours=wall / 3600.0, error=None, target_epochs=last)
+            if client.end_trial(RemoteTrial(trial.trial_id, status, Values(values))):
+                log.trials += 1
+    except Exception as exc:  # noqa: BLE001 - reported in the log and by the caller
+        log.error = f"{type(exc).__name__}: {exc}"
+    log.finished = clock()
+    return log
+
+
+def _searched(values: dict) -> dict:
+    return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tuners.worker``: one stand-in (sleeping) worker process."""
+    parser = argparse.ArgumentParser(prog="python -m tuners.worker", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--chief_address", required=True)
+    parser.add_argument("--search_id", required=True)
+    parser.add_argument("--worker_id", required=True)
+    parser.add_argument("--run_dir", default="", help="append records to its trials.jsonl")
+    parser.add_argument("--trial_seconds", type=float, default=0.5)
+    parser.add_argument("--heartbeat_interval", type=float, default=2.0)
+    parser.add_argument("--retry_for", type=float, default=300.0)
+    parser.add_argument("--idle_wait", type=float, default=0.5)
+    parser.add_argument("--objective", default="val_loss")
+    args = parser.parse_args(argv)
+    recorder = None
+    if args.run_dir:
+        from tuners.records import TrialRecorder
+
+        recorder = TrialRecorder(args.run_dir, args.search_id, worker_id=args.worker_id)
+    client = ChiefClient(args.chief_address, args.worker_id, args.search_id,
+                         heartbeat_interval=args.heartbeat_interval, retry_for=args.retry_for,
+                         backoff_initial=0.2, backoff_max=2.0)
+    with client:
+        log = run_sleep_worker(client, trial_seconds=lambda values: args.trial_seconds,
+                               objective=args.objective, recorder=recorder,
+                               idle_wait=args.idle_wait, seed=int(
+                                   "".join(c for c in args.worker_id if c.isdigit()) or 0),
+                               epoch_updates=True)
+    print(json.dumps(dataclasses.asdict(log)), flush=True)
+    if log.error:
+        print(f"worker {args.worker_id}: {log.error}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
