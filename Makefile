@@ -59,7 +59,7 @@ test-slow: $(HVD_STAMP)
 	$(PY) -m pytest -q -m slow
 
 run: $(HVD_STAMP)
-	$(PY) -m benchmark.data_stats --output_dir $(RUN_DIR)
+	$(PY) -m benchmark.compare --output_dir $(RUN_DIR)
 
 clean-venv:
 	rm -rf $(VENV)

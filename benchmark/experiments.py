@@ -69,8 +69,8 @@ _DELPHES_PAPER: Overrides = {
                "accelerators_per_node": 4, "threads_per_rank": 0},
 }
 
-#: node-hours every search of the ``compare`` experiment may spend (0.0125 = 45 node-seconds)
-COMPARE_NODE_HOURS = 0.0125
+#: node-hours every search of the ``compare`` experiment may spend (0.025 = 90 node-seconds)
+COMPARE_NODE_HOURS = 0.025
 
 _COMPARE: Overrides = {
     "data": dict(_SMOKE["data"]),

@@ -12,7 +12,7 @@ lazily, so this module loads without them; each provider module exposes one func
   training_throughput   benchmark.throughput.nightly_training_throughput()       events/s, bigger
   pipeline_throughput   benchmark.data_throughput.nightly_pipeline_throughput()  events/s, bigger
   oracle_latency        benchmark.oracle_latency.nightly_decision_latency_ms()   ms, smaller
-  smoke_search_loss     benchmark.run.nightly_smoke_search_best_loss()           val_loss, smaller
+  smoke_search_loss     benchmark.nightly_search.nightly_smoke_search_best_loss() val_loss, smaller
                         (best loss of a fixed-seed smoke search; a quality metric)
 
 ``--providers`` imports extra modules that call :func:`register` (e.g. site-specific metrics).
@@ -114,7 +114,7 @@ REGISTRY.register("oracle_latency",
                   lazy_provider("benchmark.oracle_latency", "nightly_decision_latency_ms"),
                   "smaller", 0.30, "ms", SPEED)
 REGISTRY.register("smoke_search_loss",
-                  lazy_provider("benchmark.run", "nightly_smoke_search_best_loss"),
+                  lazy_provider("benchmark.nightly_search", "nightly_smoke_search_best_loss"),
                   "smaller", 0.05, "val_loss", QUALITY)
 
 
