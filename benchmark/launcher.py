@@ -166,8 +166,17 @@ def run_chief(cfg, fv) -> int:
     chief.start(fv.chief_address)
     print(f"chief of search {search_id} listening on {fv.chief_address} (run directory "
           f"{run_dir})", flush=True)
-    with _stop_on_signals(chief.request_stop):
-        outcome = chief.serve()
+    from benchmark import run
+
+    # The chief holds the search's allocation: its run start/stop and node count are what the
+    # reports turn into allocated node-hours.
+    mllogger = run.start_mllog(cfg, run_dir, search_id)
+    outcome = "stopped"
+    try:
+        with _stop_on_signals(chief.request_stop):
+            outcome = chief.serve()
+    finally:
+        mllogger.end("run_stop", None, {"status": outcome})
     return finish_chief(cfg, run_dir, outcome, chief)
 
 

@@ -239,11 +239,17 @@ def run_search(cfg: Config, run_dir: str, search_id: str, *, resume: bool = Fals
 
 
 def _start_run_dir(cfg: Config, run_dir: str, search_id: str, resume: bool):
-    from benchmark import mllog
 
     os.makedirs(run_dir, exist_ok=True)
     if not resume:
         write_params(cfg, run_dir, search_id=search_id)
+    return start_mllog(cfg, run_dir, search_id)
+
+
+def start_mllog(cfg: Config, run_dir: str, search_id: str):
+    """Open ``mllog.txt`` (appending) and log the run start with the node accounting."""
+    from benchmark import mllog
+
     logger = mllog.MLLogger(os.path.join(run_dir, MLLOG_FILE), namespace=search_id)
     logger.start("run_start", None, {"search_id": search_id})
     logger.event("number_of_nodes", cfg.launch.nodes)

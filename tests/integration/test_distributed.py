@@ -471,6 +471,12 @@ def test_sigkill_and_restart_of_the_chief(tmp_path):
     with open(run_dir / "progress.json") as fh:
         progress = json.load(fh)
     assert (progress["state"], progress["completed"], progress["running"]) == ("finished", 6, 0)
+    # The chief logs the allocation: the killed run has no stop, the resumed one does.
+    from benchmark.mllog import read_mllog
+
+    marks = [(e.key, e.metadata.get("status")) for e in read_mllog(run_dir / "mllog.txt")
+             if e.key in ("run_start", "run_stop")]
+    assert marks == [("run_start", None), ("run_start", None), ("run_stop", "finished")]
 
 
 # --- real training: benchmark.run --workers=2 (slow) ------------------------------------------
