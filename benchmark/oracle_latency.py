@@ -229,6 +229,43 @@ def _measure(tuner: str, directory: str) -> None:
           f"trials: {scan * 1e3:.3f} ms per end_trial (ASHAOracle keeps a counter instead)")
 
 
+def nightly_decision_latency_ms(trials: int = 3000, decisions: int = 500, seed: int = 1) -> float:
+    """Median ASHA decision (populate_space) latency in ms with ``trials`` trials recorded.
+
+    The nightly suite's oracle metric: smaller is better. Reduced space, 8 simulated workers,
+    persistence to a temporary directory (removed afterwards).
+    """
+    import keras_tuner
+
+    from tuners.asha import ASHAOracle
+    from tuners.space import build_space
+
+    directory = tempfile.mkdtemp(prefix="oracle-nightly-")
+    try:
+        oracle = ASHAOracle(keras_tuner.Objective("val_loss", "min"), build_space("reduced"),
+                            min_epochs=1, max_epochs=81, reduction_factor=3, seed=seed)
+        oracle._set_project_dir(directory, "nightly")
+        oracle.verbose = 0
+        oracle._save_trial = lambda trial: None
+        cluster = Cluster(oracle, 8, seed)
+        while len(oracle.trials) < trials:
+            cluster.step()
+        decide, times = oracle.populate_space, []
+
+        def timed(trial_id):
+            t0 = time.perf_counter()
+            response = decide(trial_id)
+            times.append(time.perf_counter() - t0)
+            return response
+
+        oracle.populate_space = timed
+        for _ in range(decisions):
+            cluster.step()
+        return float(np.median(times) * 1e3)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main(argv) -> None:
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
