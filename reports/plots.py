@@ -114,10 +114,17 @@ def anytime_plot(curves: pd.DataFrame, path: str, *, axis: str = "trial",
     for ax in list(axes.flat)[len(scales):]:
         ax.set_visible(False)
     top = _zoom_top(curves)
+    y_note = "y axis zoomed past the first 10% of node-hours"
     if top is not None:
         low = float(curves.loc[curves["q25"].map(math.isfinite), "q25"].min())
-        pad = 0.05 * (top - low) if top > low else 0.05 * abs(top) or 0.05
-        axes.flat[0].set_ylim(low - pad, top + pad)
+        if low > 0 and top / low > 10:
+            # Losses spanning decades: a log axis keeps the late, close-run part readable.
+            axes.flat[0].set_yscale("log")
+            axes.flat[0].set_ylim(low / 1.15, top * 1.15)
+            y_note = "log y axis, zoomed past the first 10% of node-hours"
+        else:
+            pad = 0.05 * (top - low) if top > low else 0.05 * abs(top) or 0.05
+            axes.flat[0].set_ylim(low - pad, top + pad)
     fig.supxlabel(AXIS_LABELS.get(axis, "node-hours"), fontsize=11, y=0.38 / height)
     fig.supylabel(f"best {objective} so far (lower is better)", fontsize=11, x=0.12 / width)
     fig.suptitle(title or "Search quality vs compute: best validation loss so far",
@@ -129,7 +136,7 @@ def anytime_plot(curves: pd.DataFrame, path: str, *, axis: str = "trial",
                frameon=False, handlelength=2.6)
     seed_text = "/".join(map(str, seeds)) + (" seed" if seeds == [1] else " seeds")
     fig.text(0.5, 0.06 / height, f"line: median over {seed_text} per tuner; band: "
-             "interquartile range; y axis zoomed past the first 10% of node-hours",
+             f"interquartile range; {y_note}",
              ha="center", va="bottom", fontsize=8, color="0.35")
     _save(fig, path, tight=False)
 
