@@ -122,11 +122,12 @@ def make_optimizer(cfg: TrainConfig, num_ranks: int = 1):
     return tf.keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum)
 
 
-def count_batches(dataset: tf.data.Dataset) -> int:
+def count_batches(dataset: tf.data.Dataset, split: str = "training") -> int:
     """Batches in a finite dataset (its cardinality, or one pass when that is unknown)."""
     card = int(dataset.cardinality())
     if card == tf.data.INFINITE_CARDINALITY:
-        raise ValueError("the training dataset is infinite: set --train.steps_per_epoch")
+        flag = "steps_per_epoch" if split == "training" else "validation_steps"
+        raise ValueError(f"the {split} dataset is infinite: set --train.{flag}")
     if card >= 0:
         return card
     return int(dataset.reduce(np.int64(0), lambda n, _: n + 1))
@@ -332,6 +333,18 @@ def _fit(data_cfg, model_cfg, cfg: TrainConfig, ctx, run_dir, initial_epoch, end
         fit_ds = fit_ds.skip(initial_epoch * steps)  # resume exactly where the data stood
     if val_ds is not None and cfg.validation_steps:
         val_ds = val_ds.take(cfg.validation_steps)
+    val_steps, fit_val_ds = None, None
+    if val_ds is not None:
+        # Keras caches one evaluation iterator handler per fit(): if a later validation pass
+        # ends before the step count it took from the first pass (or from the cardinality),
+        # it flags "ran out of data" and every later epoch silently loses its val_* logs.
+        # A fixed step count over a repeated dataset never runs out; each evaluation starts a
+        # fresh iterator, so every epoch sees the same batches.
+        val_steps = count_batches(val_ds, "validation")
+        if val_steps < 1:
+            raise ValueError(f"the validation split gives rank {ctx.rank} no batch of "
+                             f"--train.batch_size={cfg.batch_size} events (ranks: {ctx.size})")
+        fit_val_ds = val_ds.take(val_steps).repeat()
 
     builder = model_builder or _default_model_builder
     model = builder(model_cfg)
@@ -371,8 +384,9 @@ def _fit(data_cfg, model_cfg, cfg: TrainConfig, ctx, run_dir, initial_epoch, end
     cbs.extend(user_callbacks)
 
     if end_epoch > initial_epoch:
-        model.fit(fit_ds, validation_data=val_ds, epochs=end_epoch, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps, callbacks=cbs,
+        model.fit(fit_ds, validation_data=fit_val_ds, validation_steps=val_steps,
+                  epochs=end_epoch, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                  callbacks=cbs,
                   verbose=cfg.verbose if ctx.is_root else 0)
     distributed.barrier(ctx)  # the last checkpoint is complete before any rank returns
     last = recorder.last_checkpoint

@@ -350,3 +350,57 @@ def test_real_model_on_gun_events_resumes_exactly(tmp_path):
     assert resumed.history[0]["val_loss"] == pytest.approx(straight.history[1]["val_loss"],
                                                            abs=1e-5)
     assert os.path.isdir(os.path.join(run, "tensorboard"))
+
+
+# -- validation every epoch --------------------------------------------------------------------
+
+
+def test_every_epoch_has_validation_logs_when_a_later_pass_is_shorter():
+    """A validation pass shorter than the first (unknown cardinality) must not drop val_*.
+
+    Keras keeps one evaluation handler per fit(); without a fixed validation step count it
+    takes the count from the first pass and, when a later pass ends early, logs "ran out of
+    data" and returns no validation logs for every following epoch.
+    """
+    X, y, w = arrays(12, 1)
+    calls = []
+
+    def batches():
+        calls.append(1)
+        n = 3 if len(calls) <= 2 else 2  # later passes end one batch early
+        for i in range(n):
+            yield X[4 * i:4 * i + 4], y[4 * i:4 * i + 4], w[4 * i:4 * i + 4]
+
+    spec = (tf.TensorSpec((None, N_EL, 12), tf.float32),
+            tf.TensorSpec((None, N_EL, 7), tf.float32), tf.TensorSpec((None, N_EL), tf.float32))
+
+    def factory(ctx):
+        train_ds = tf.data.Dataset.from_tensor_slices(arrays(16, 0)).batch(4, drop_remainder=True)
+        return train_ds, tf.data.Dataset.from_generator(batches, output_signature=spec)
+
+    cfg = TrainConfig(epochs=4, batch_size=4, lr=0.01)
+    result = train(None, None, cfg, datasets=factory, model_builder=tiny_builder)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    assert ["val_loss" in h for h in result.history] == [True] * 4
+    assert all(math.isfinite(h["val_loss"]) for h in result.history)
+    assert result.final_metrics["val_loss"] == result.history[-1]["val_loss"]
+
+
+def test_real_pipeline_keeps_validation_logs_over_epochs(tmp_path):
+    """Smoke-like setting (cached gun events, batch 4, three epochs): val_loss every epoch."""
+    pytest.importorskip("mlpf_tf.model.network")
+    from mlpf_tf.data.config import DataConfig
+    from mlpf_tf.model.config import ModelConfig
+
+    data_cfg = DataConfig(config="gun", n_train=16, n_validation=12, n_test=4,
+                          data_dir=str(tmp_path / "tfds"), padding="fixed", max_elements=128,
+                          truncate=True, shuffle_buffer=16, cache=True)
+    model_cfg = ModelConfig(hidden_dim=8, output_dim=8, distance_dim=8, bin_size=16,
+                            ffn_dist_hidden_dim=8, head_hidden_dim=8, head_num_layers=1,
+                            num_graph_layers_common=1, num_graph_layers_energy=1)
+    cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-3, seed=3)
+    result = train(data_cfg, model_cfg, cfg)
+    assert result.steps_per_epoch == 4
+    assert [sorted(k for k in h if k.startswith("val_")) for h in result.history] == [
+        sorted(k for k in result.history[0] if k.startswith("val_"))] * 3
+    assert all(math.isfinite(h["val_loss"]) for h in result.history)
