@@ -294,6 +294,9 @@ def run_standalone(cfg, fv, argv: Sequence[str]) -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs: list[tuple[int, subprocess.Popen]] = []
     outcome = "stopped"
+    from benchmark import run
+
+    mllogger = run.start_mllog(cfg, run_dir, search_id)  # the allocation: all worker nodes
     try:
         for n in range(cfg.launch.workers):
             cmd = worker_command(argv, n, address, search_id, cfg.launch.ranks_per_worker)
@@ -308,6 +311,7 @@ def run_standalone(cfg, fv, argv: Sequence[str]) -> int:
             outcome = chief.serve(address)
     finally:
         stop_process_groups([p for _, p in procs])
+        mllogger.end("run_stop", None, {"status": outcome})
     failed = [n for n, p in procs if p.returncode not in (0, None, -signal.SIGTERM)]
     if failed:
         print(f"worker group(s) {', '.join(map(str, failed))} failed; see "

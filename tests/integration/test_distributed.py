@@ -547,6 +547,12 @@ def test_local_launcher_survives_a_killed_worker_group(tmp_path):
     with open(run_dir / "best.json") as fh:
         assert json.load(fh)["completed"] == 4
     assert "worker group(s) 1 failed; see" in (tmp_path / "launcher.log").read_text()
+    from benchmark.mllog import read_mllog
+
+    marks = [(e.key, e.value, e.metadata.get("status")) for e in read_mllog(run_dir / "mllog.txt")
+             if e.key in ("run_start", "number_of_nodes", "run_stop")]
+    assert marks == [("run_start", None, None), ("number_of_nodes", 2, None),
+                     ("run_stop", None, "finished")]
 
 
 def test_an_oracle_error_reaches_the_caller_and_does_not_lock_the_oracle(tmp_path):
