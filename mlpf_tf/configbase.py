@@ -165,8 +165,12 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and rename: readers never see half."""
+def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = True) -> None:
+    """Write ``text`` to ``path`` via a temporary file and rename: readers never see half.
+
+    ``fsync`` also forces the data to disk before the rename (survives a power loss, not only
+    a killed process); frequent writers whose state is journaled elsewhere may skip it.
+    """
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
@@ -177,8 +181,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -47,7 +47,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from concurrent import futures
@@ -714,17 +713,7 @@ def _unlocked_on_error(oracle):
 
 def _replace_file(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename (no fsync)."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text, fsync=False)
 
 
 def _worker_number(tuner_id: str) -> str:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
 from typing import Any
+
+from mlpf_tf.configbase import atomic_write_text
 
 FORMAT = 1
 
@@ -154,16 +155,4 @@ def _parse(path: str, raw: bytes, line_no: int, last: bool) -> dict[str, Any] | 
 
 def write_atomic(path: str, text: str, fsync: bool = False) -> None:
     """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text, fsync=fsync)
