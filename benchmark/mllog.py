@@ -39,6 +39,8 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mlpf_tf.configbase import append_line
+
 PREFIX = ":::MLLOG"
 MLLOG_FILES = ("mllog.txt", "mllog.jsonl")  # looked up in this order in a run directory
 
@@ -118,12 +120,7 @@ class MLLogger:
         event = MLLogEvent(key=key, value=value, time_ms=stamp, event_type=event_type,
                            namespace=self.namespace, metadata=dict(metadata or {}))
         line = event.to_line() + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_line(self.path, line)
         if self.echo is not None:
             self.echo(line.rstrip("\n"))
         return event

@@ -191,5 +191,19 @@ def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = True) ->
         raise
 
 
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one whole line with a single O_APPEND write, then fsync.
+
+    Concurrent appenders never interleave within a line, and a crash can at worst leave the
+    last line truncated (which the readers of such files skip).
+    """
+    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def dump_yaml(data: dict[str, Any]) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

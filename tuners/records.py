@@ -28,6 +28,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from mlpf_tf.configbase import append_line
+
 SCHEMA_VERSION = 1
 EVENTS = ("trial_start", "epoch", "trial_end")
 STATUSES = ("COMPLETED", "FAILED", "INVALID")
@@ -68,12 +70,7 @@ class TrialRecorder:
                   "trial_id": str(trial_id), "time": self.clock(), "worker_id": self.worker_id}
         record.update(fields)
         line = json.dumps(record, sort_keys=False, default=_json_default) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_line(self.path, line)
         return record
 
 
