@@ -13,7 +13,8 @@
    on rank 0, then the caller's callbacks.
 
 A NaN/Inf loss on any rank stops every rank on the same step with :class:`NonFiniteLossError`
-(the guard allreduces a flag after every batch), which the caller records as a failed trial.
+(the ranks agree every ``--train.nonfinite_check_every`` batches and at each epoch end), which
+the caller records as a failed trial.
 
 Resuming: a checkpoint holds weights, optimizer state (with the step counter that drives the
 learning-rate schedule) and the number of epochs completed. The resumed run skips the batches
@@ -187,28 +188,53 @@ def _as_float(value: Any) -> float:
 
 
 class _NonFiniteGuard(tf.keras.callbacks.Callback):
-    """After every batch: agree over all ranks whether any loss is NaN/Inf; if so all raise."""
+    """Stops every rank on a NaN/Inf training loss, on the same batch and with the same report.
 
-    def __init__(self, ctx: distributed.Context, epochs: int, steps: int):
+    One rank: the loss is checked after every batch. Several ranks: every rank notes its own
+    losses (no communication) and the ranks agree every ``check_every`` batches and on the last
+    batch of each epoch, with one small collective. Between checks the ranks stay in step (each
+    batch's gradient allreduce is a collective), so every rank reaches the same check; the error
+    names the first batch on which any rank saw a non-finite loss, and the ranks that saw it
+    there. A per-batch agreement would add one collective per optimizer step, which costs as
+    much as the gradient allreduce itself on small models.
+    """
+
+    def __init__(self, ctx: distributed.Context, epochs: int, steps: int, check_every: int):
         super().__init__()
         self._ctx, self._epochs, self._steps = ctx, epochs, steps
+        self._check_every = check_every if ctx.collective else 1
         self._epoch = 0
+        self._window: list[float] = []  # this rank's losses since the last check
+        self._window_start = 0  # batch index of self._window[0]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._window, self._window_start = [], 0
 
     def on_train_batch_end(self, batch, logs=None):
         if not logs or "loss" not in logs:
             raise KeyError("the model's train_step must return a 'loss' entry in its logs")
-        value = _as_float(logs["loss"])
-        ranks = distributed.nonfinite_ranks(value, self._ctx)
-        if ranks:
-            e = self._epoch
-            raise NonFiniteLossError(
-                f"non-finite training loss at epoch {e + 1}/{self._epochs} (epoch index {e}), "
-                f"batch {batch + 1}/{self._steps}: on rank(s) {', '.join(map(str, ranks))} "
-                f"(this rank {self._ctx.rank}: loss={value})",
-                epoch=e, batch=batch, ranks=ranks, value=value)
+        if not self._window:
+            self._window_start = batch
+        self._window.append(_as_float(logs["loss"]))
+        if (batch + 1) % self._check_every and batch + 1 != self._steps:
+            return
+        window, self._window = self._window, []
+        bad = next((i for i, v in enumerate(window) if not np.isfinite(v)), None)
+        firsts = distributed.allgather_object(bad, self._ctx)
+        seen = [i for i in firsts if i is not None]
+        if not seen:
+            return
+        first = min(seen)
+        ranks = [r for r, i in enumerate(firsts) if i == first]
+        if not self._ctx.collective:
+            ranks = [self._ctx.rank]
+        e, b, value = self._epoch, self._window_start + first, window[first]
+        raise NonFiniteLossError(
+            f"non-finite training loss at epoch {e + 1}/{self._epochs} (epoch index {e}), "
+            f"batch {b + 1}/{self._steps}: on rank(s) {', '.join(map(str, ranks))} "
+            f"(this rank {self._ctx.rank}: loss={value})",
+            epoch=e, batch=b, ranks=ranks, value=value)
 
 
 class _EpochRecorder(tf.keras.callbacks.Callback):
@@ -375,7 +401,7 @@ def _fit(data_cfg, model_cfg, cfg: TrainConfig, ctx, run_dir, initial_epoch, end
                               meta)
     cbs: list[tf.keras.callbacks.Callback] = [
         distributed.metric_average_callback(ctx),  # before anything reading the logs
-        _NonFiniteGuard(ctx, end_epoch, steps),
+        _NonFiniteGuard(ctx, end_epoch, steps, cfg.nonfinite_check_every),
         recorder,
     ]
     if run_dir and ctx.is_root:

@@ -60,6 +60,11 @@ class TrainConfig(Section):
                                          "the last epoch); the last epoch is always written",
                                          low=0)
     keep_checkpoints: int = param(2, "checkpoints kept per trial (oldest removed first)", low=1)
+    nonfinite_check_every: int = param(
+        20, "with several ranks: batches between the ranks' agreement on a NaN/Inf loss (one "
+        "small collective each; the last batch of every epoch is always checked). A "
+        "non-finite loss stops all ranks at the next check; one rank checks every batch",
+        low=1, high=1_000_000)
     verbose: int = param(0, "Keras progress output on rank 0: 0 silent, 1 bar, 2 one line per "
                          "epoch", low=0, high=2)
 

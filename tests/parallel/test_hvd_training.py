@@ -136,6 +136,37 @@ def test_nan_on_one_rank_stops_both_ranks(ctx, shared_dir):
                                                                           "latest"]
 
 
+class _BatchCounter(tf.keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+@pytest.mark.timeout(300)
+def test_nan_is_reported_at_the_next_agreement_with_its_first_batch(ctx):
+    # rank 1's event 4*B+1 is NaN: batch index 4 of 8. With checks every 3 batches the ranks
+    # agree after batch indices 2 and 5, so both stop after batch index 5 (the counter, which
+    # runs after the guard, saw 5 batches) and name batch 5/8 and rank 1.
+    def factory(c):
+        data = arrays(8 * B, c.rank, nan_events=(4 * B + 1,) if c.rank == 1 else ())
+        return tf.data.Dataset.from_tensor_slices(data).batch(B, drop_remainder=True), None
+
+    counter = _BatchCounter()
+    cfg = TrainConfig(epochs=1, batch_size=B, lr=0.01, steps_per_epoch=8,
+                      nonfinite_check_every=3)
+    with pytest.raises(NonFiniteLossError) as info:
+        train(None, None, cfg, datasets=factory, model_builder=tiny_builder,
+              callbacks=[counter])
+    assert (info.value.epoch, info.value.batch, info.value.ranks) == (0, 4, [1])
+    assert "epoch 1/1 (epoch index 0), batch 5/8: on rank(s) 1 " in str(info.value)
+    assert np.isfinite(info.value.value) == (ctx.rank == 0)
+    assert counter.batches == 5
+    assert distributed.allgather_object(counter.batches) == [5, 5]
+
+
 @pytest.mark.timeout(300)
 def test_resume_on_two_ranks_equals_straight_run(ctx, shared_dir):
     cfg = TrainConfig(epochs=3, batch_size=B, lr=0.01, seed=4, lr_schedule="exponential",

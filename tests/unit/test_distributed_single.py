@@ -40,11 +40,6 @@ def test_collectives_are_identities_with_one_rank():
     assert distributed.allreduce_sum(4) == 4.0
     assert distributed.broadcast_object({"a": [1, 2]}) == {"a": [1, 2]}
     assert distributed.allgather_object("x") == ["x"]
-    assert distributed.nonfinite_ranks(float("nan")) == [0]
-    assert distributed.nonfinite_ranks(1.0) == []
-    assert distributed.all_ranks_agree_finite(1.0)
-    assert not distributed.all_ranks_agree_finite(float("inf"))
-    assert distributed.ranks_where(True, distributed.Context(rank=3, size=4)) == [3]
     distributed.barrier()
     var = tf.Variable([1.0, 2.0])
     distributed.broadcast_variables([var])
@@ -120,11 +115,11 @@ def test_averaging_optimizer_keeps_class_config_and_steps():
 def test_falls_back_to_a_local_context_without_horovod(setup):
     code = (f"{setup}\nfrom mlpf_tf import distributed\nctx = distributed.init()\n"
             "print(ctx.size, ctx.enabled, distributed.allreduce_mean(2.0), "
-            "distributed.nonfinite_ranks(float('nan')))")
+            "distributed.allgather_object(7))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[-2] == "1 False 2.0 [0]"
+    assert out.stdout.split("\n")[-2] == "1 False 2.0 [7]"
 
 
 def test_context_properties():
