@@ -14,8 +14,8 @@ whose values the model rejects, is reported and left out (the table holds finite
 By default (``--isolate``) each configuration trains in a fresh child process, so no
 TensorFlow or data-pipeline state carries over from one training to the next.
 
-    python -m benchmark.record_curves --experiment=smoke --space=reduced --configs=24 \
-        --epochs=12 --output=benchmark/data/curves_synthetic.csv
+    python -m benchmark.record_curves --experiment=smoke --space=reduced --configs=256 \
+        --epochs=30 --jobs=2 --threads=1 --output=benchmark/data/curves_synthetic.csv
 """
 
 from __future__ import annotations
@@ -111,12 +111,15 @@ def existing_rows(path: str) -> list[dict[str, Any]]:
 
 def record(experiment: str, space_name: str, configs: int, epochs: int, seed: int,
            output: str, threads: int = 2, train_fn=None, log=print,
-           isolate: bool = False) -> list[dict[str, Any]]:
+           isolate: bool = False, jobs: int = 1) -> list[dict[str, Any]]:
     """Record ``configs`` curves of ``epochs`` epochs into ``output``; returns all rows.
 
-    ``isolate`` trains every configuration in its own process (see :func:`record_in_child`).
+    ``isolate`` trains every configuration in its own process (see :func:`record_in_child`);
+    ``jobs`` > 1 runs that many such processes at once (each with ``threads`` intra-op
+    threads). This process alone writes the table, after every finished configuration.
     """
     import math
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from benchmark import experiments
     from benchmark.config import Config
@@ -124,6 +127,8 @@ def record(experiment: str, space_name: str, configs: int, epochs: int, seed: in
 
     if configs < 1 or epochs < 1:
         raise CurveError(f"--configs={configs} and --epochs={epochs} must be >= 1")
+    if jobs < 1 or (jobs > 1 and not isolate):
+        raise CurveError(f"--jobs={jobs}: must be >= 1, and > 1 needs --isolate")
     config = Config(experiment=experiment).override(experiments.get(experiment).overrides)
     config.train = config.train.replace(num_threads=threads)
     config.validate()
@@ -132,30 +137,43 @@ def record(experiment: str, space_name: str, configs: int, epochs: int, seed: in
     for row in rows:
         done[row["config_id"]] = max(done.get(row["config_id"], 0), int(row["epoch"]))
     space = build_space(space_name)
+    pending = []
     for index, values in enumerate(sample_configurations(space, configs, seed)):
         config_id = f"c{index:03d}"
         if done.get(config_id, 0) >= epochs:
             log(f"{config_id}: already recorded")
-            continue
-        rows = [r for r in rows if r["config_id"] != config_id]
+        else:
+            pending.append((index, config_id, values))
+
+    def one(index: int, config_id: str, values: dict[str, Any]):
         t0 = time.perf_counter()
-        try:
-            if isolate:
-                new = record_in_child(index, experiment, space_name, configs, epochs, seed,
-                                      threads)
-            else:
-                new = record_configuration(config_id, values, config.data, config.model,
-                                           config.train, epochs, train_fn=train_fn)
-        except Exception as exc:  # a failing configuration is left out, the recording goes on
-            log(f"{config_id}: left out ({type(exc).__name__}: {str(exc).splitlines()[0]})")
-            continue
-        if not new or not all(math.isfinite(r["val_loss"]) for r in new):
-            log(f"{config_id}: left out (non-finite or no validation loss)")
-            continue
-        rows.extend(new)
-        write_curves(output, rows)
-        log(f"{config_id}: {len(new)} epochs in {time.perf_counter() - t0:.1f} s, val_loss "
-            f"{new[0]['val_loss']:.4f} -> {new[-1]['val_loss']:.4f}")
+        if isolate:
+            new = record_in_child(index, experiment, space_name, configs, epochs, seed,
+                                  threads)
+        else:
+            new = record_configuration(config_id, values, config.data, config.model,
+                                       config.train, epochs, train_fn=train_fn)
+        return new, time.perf_counter() - t0
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(one, *item): item[1] for item in pending}
+        for finished, future in enumerate(as_completed(futures), start=1):
+            config_id = futures[future]
+            progress = f"[{finished}/{len(pending)}] {config_id}"
+            try:
+                new, seconds = future.result()
+            except Exception as exc:  # a failing configuration is left out, the rest go on
+                log(f"{progress}: left out ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''})")
+                continue
+            if not new or not all(math.isfinite(r["val_loss"]) for r in new):
+                log(f"{progress}: left out (non-finite or no validation loss)")
+                continue
+            rows = [r for r in rows if r["config_id"] != config_id] + new
+            rows.sort(key=lambda r: (r["config_id"], int(r["epoch"])))
+            write_curves(output, rows)
+            log(f"{progress}: {len(new)} epochs in {seconds:.1f} s, val_loss "
+                f"{new[0]['val_loss']:.4f} -> {new[-1]['val_loss']:.4f}")
     if not rows:
         raise CurveError(f"{output}: no configuration could be recorded")
     return rows
@@ -172,6 +190,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("threads", 2, "TensorFlow intra-op threads")
     flags.DEFINE_string("output", "runs/curves_synthetic.csv", "table to write (CSV)")
     flags.DEFINE_boolean("isolate", True, "train each configuration in its own process")
+    flags.DEFINE_integer("jobs", 1, "configurations trained at once (processes; needs "
+                         "--isolate); give each --threads=cores/jobs", lower_bound=1)
     flags.DEFINE_integer("index", -1, "internal: record only this configuration (child mode)")
     flags.DEFINE_string("rows_out", "", "internal: where child mode writes its rows (JSON)")
 
@@ -186,7 +206,8 @@ def main(argv: Sequence[str]) -> None:
         child_main()
         return
     rows = record(FLAGS.experiment, FLAGS.space, FLAGS.configs, FLAGS.epochs, FLAGS.seed,
-                  FLAGS.output, threads=FLAGS.threads, isolate=FLAGS.isolate)
+                  FLAGS.output, threads=FLAGS.threads, isolate=FLAGS.isolate,
+                  jobs=FLAGS.jobs)
     n = len({r["config_id"] for r in rows})
     print(f"{FLAGS.output}: {n} configurations, {len(rows)} rows "
           f"(columns: {', '.join(TABLE_COLUMNS)} + hyperparameters)")

@@ -1,6 +1,7 @@
 """Learning-curve sources: the parametric surrogate and the recorded table."""
 
 import math
+import time
 
 import keras_tuner
 import numpy as np
@@ -199,7 +200,7 @@ def test_record_curves_writes_the_table_resumes_and_leaves_out_failures(tmp_path
     logs = []
     rows = record_curves.record("smoke", "reduced", 3, 4, 7, str(out), train_fn=fake_train,
                                 log=logs.append)
-    assert [line.split(":")[0] for line in logs] == ["c000", "c001", "c002"]
+    assert [line.split(":")[0] for line in logs] == ["[1/3] c000", "[2/3] c001", "[3/3] c002"]
     assert "left out (FloatingPointError: loss became nan)" in logs[1]
     table = load_curves(out, space=build_space("reduced"))
     assert [c.config_id for c in table.curves] == ["c000", "c002"]
@@ -213,8 +214,41 @@ def test_record_curves_writes_the_table_resumes_and_leaves_out_failures(tmp_path
     logs.clear()
     record_curves.record("smoke", "reduced", 3, 4, 7, str(out), train_fn=fake_train,
                          log=logs.append)
-    assert logs[0] == "c000: already recorded" and logs[2] == "c002: already recorded"
+    assert logs[:2] == ["c000: already recorded", "c002: already recorded"]
+    assert logs[2].startswith("[1/1] c001: 4 epochs in ")
     assert len(calls) == 1
+
+
+def test_record_curves_runs_jobs_at_once_and_writes_the_table_in_order(tmp_path, monkeypatch):
+    import threading
+
+    from benchmark import record_curves
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def fake_child(index, experiment, space_name, configs, epochs, seed, threads):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05 * (3 - index))  # later configurations finish first
+        with lock:
+            running[0] -= 1
+        return [{"config_id": f"c{index:03d}", "lr": 0.01, "batch_size": 8, "epoch": e,
+                 "val_loss": 1.0 + index + 1.0 / e, "epoch_seconds": 1.0}
+                for e in range(1, epochs + 1)]
+
+    monkeypatch.setattr(record_curves, "record_in_child", fake_child)
+    out = tmp_path / "curves.csv"
+    logs = []
+    record_curves.record("smoke", "reduced", 3, 2, 7, str(out), isolate=True, jobs=3,
+                         log=logs.append)
+    assert peak[0] == 3
+    assert [line.split(":")[0] for line in logs] == ["[1/3] c002", "[2/3] c001", "[3/3] c000"]
+    frame = pd.read_csv(out)
+    assert list(zip(frame.config_id, frame.epoch)) == [
+        ("c000", 1), ("c000", 2), ("c001", 1), ("c001", 2), ("c002", 1), ("c002", 2)]
+    with pytest.raises(CurveError, match=r"--jobs=2: must be >= 1, and > 1 needs --isolate"):
+        record_curves.record("smoke", "reduced", 3, 2, 7, str(out), jobs=2)
 
 
 def test_configuration_draws_depend_on_seed_and_index_only():
