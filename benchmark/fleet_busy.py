@@ -18,8 +18,11 @@ at N trials too. Each configuration is bounded by ``--timeout``.
 Printed per configuration: the busy fraction = time the workers spent in trials (sleeping)
 / time the workers existed (from their start to the STOPPED answer), trials finished,
 IDLE answers, wall time (with process start-up), trials per second, the workers' time outside
-trials per trial (``ms/trial``: three gRPC round trips, IDLE waits, the tail of the search)
-and the machine's load average (the figures degrade on a machine shared with other jobs).
+trials per trial (``ms/trial``: the gRPC round trip -- one per trial, see
+:class:`tuners.worker.ChiefClient` -- IDLE waits, the tail of the search), the CPU time of the
+chief's process per trial (``chief ms``: oracle decisions, journal, gRPC serving; what limits
+a fleet's size on one chief core) and the machine's load average (the figures degrade on a
+machine shared with other jobs).
 The ASHA goal is >= 95% busy at 256 workers.
 Seeds are fixed (``--seed``): the configurations and the trial lengths each worker draws are
 the same on every run; the timing of the machine is not.
@@ -59,6 +62,8 @@ flags.DEFINE_float("idle_wait", 0.5, "a worker's wait after an IDLE answer, seco
 flags.DEFINE_float("save_interval", 5.0, "chief: coalesce oracle state writes (seconds)",
                    lower_bound=0.0)
 flags.DEFINE_integer("threads", 4, "chief gRPC server threads", lower_bound=1)
+flags.DEFINE_boolean("prefetch", True, "workers end a trial and get the next in one call "
+                     "(--noprefetch: separate EndTrial and CreateTrial calls)")
 flags.DEFINE_integer("seed", 1, "seed of the oracles and of the trial lengths", lower_bound=1)
 
 SEARCH_ID = "fleet"
@@ -77,6 +82,7 @@ class Result:
     errors: int
     overhead_ms: float = 0.0  # worker time outside trials per trial (calls, waits)
     load: float = 0.0  # 1-minute load average of the machine when the configuration ended
+    chief_cpu_ms: float = 0.0  # CPU time of the chief's process per trial
     first_error: str | None = None
 
 
@@ -117,7 +123,8 @@ def make_oracle(tuner: str, budget: int):
 
 
 def _worker_process(address: str, worker_ids: list[int], seed: int, low: float, high: float,
-                    heartbeat: float, idle_wait: float, deadline_in: float, queue) -> None:
+                    heartbeat: float, idle_wait: float, deadline_in: float, queue,
+                    prefetch: bool = True) -> None:
     """One process running ``worker_ids`` as threads; puts their WorkerLogs on ``queue``."""
     from tuners.worker import ChiefClient, run_sleep_worker
 
@@ -128,7 +135,7 @@ def _worker_process(address: str, worker_ids: list[int], seed: int, low: float, 
         rng = random.Random(seed * 100_003 + worker_id)
         client = ChiefClient(address, worker_id, SEARCH_ID, heartbeat_interval=heartbeat,
                              retry_for=10.0, backoff_initial=0.1, backoff_max=1.0,
-                             rpc_timeout=30.0, log=lambda line: None)
+                             rpc_timeout=30.0, log=lambda line: None, prefetch=prefetch)
         try:
             logs.append(run_sleep_worker(client, trial_seconds=lambda values: rng.uniform(
                 low, high), idle_wait=idle_wait, deadline=deadline, seed=worker_id))
@@ -162,10 +169,11 @@ def run_configuration(tuner: str, workers: int) -> Result:
         queue = ctx.Queue()
         groups = [list(range(p, workers, FLAGS.processes)) for p in range(FLAGS.processes)]
         start = time.monotonic()
+        cpu_start = time.process_time()  # this process: the chief's server threads
         procs = [ctx.Process(target=_worker_process, daemon=True,
                              args=(f"127.0.0.1:{port}", group, FLAGS.seed, low, high,
                                    FLAGS.heartbeat_interval, FLAGS.idle_wait, FLAGS.timeout,
-                                   queue)) for group in groups if group]
+                                   queue, FLAGS.prefetch)) for group in groups if group]
         for proc in procs:
             proc.start()
         logs = []
@@ -175,6 +183,7 @@ def run_configuration(tuner: str, workers: int) -> Result:
             except Exception:  # noqa: BLE001 - a process died: counted as missing workers
                 break
         wall = time.monotonic() - start
+        chief_cpu = time.process_time() - cpu_start
         for proc in procs:
             proc.join(10.0)
             if proc.is_alive():
@@ -192,6 +201,7 @@ def run_configuration(tuner: str, workers: int) -> Result:
                   errors=sum(1 for log in logs if log["error"]) + workers - len(logs),
                   overhead_ms=1000.0 * (alive - busy) / max(1, sum(log["trials"] for log in logs)),
                   load=os.getloadavg()[0],
+                  chief_cpu_ms=1000.0 * chief_cpu / max(1, sum(log["trials"] for log in logs)),
                   first_error=next((log["error"] for log in logs if log["error"]), None))
 
 
@@ -218,10 +228,12 @@ def main(argv: list[str]) -> int:
           f"max_epochs {FLAGS.max_epochs}, eta {FLAGS.reduction_factor}; target "
           f"{FLAGS.duration:g} s per configuration; {FLAGS.processes} worker processes; "
           f"chief: {FLAGS.threads} threads, state written every {FLAGS.save_interval:g} s; "
-          f"idle wait {FLAGS.idle_wait:g} s; heartbeat {FLAGS.heartbeat_interval:g} s",
+          f"idle wait {FLAGS.idle_wait:g} s; heartbeat {FLAGS.heartbeat_interval:g} s; "
+          f"{'one call' if FLAGS.prefetch else 'two calls'} per trial",
           flush=True)
     print(f"{'tuner':<10} {'workers':>7} {'budget':>7} {'busy':>7} {'trials':>7} "
-          f"{'IDLE':>7} {'wall s':>7} {'trials/s':>8} {'ms/trial':>8} {'load':>5}  chief",
+          f"{'IDLE':>7} {'wall s':>7} {'trials/s':>8} {'ms/trial':>8} {'chief ms':>8} "
+          f"{'load':>5}  chief",
           flush=True)
     results = []
     for workers in sizes:
@@ -231,7 +243,7 @@ def main(argv: list[str]) -> int:
             print(f"{r.tuner:<10} {r.workers:>7} {r.trial_budget:>7} "
                   f"{100 * r.busy_fraction:>6.1f}% {r.trials:>7} {r.idle_answers:>7} "
                   f"{r.wall_seconds:>7.1f} {r.trials / r.wall_seconds:>8.1f} "
-                  f"{r.overhead_ms:>8.1f} {r.load:>5.1f}  "
+                  f"{r.overhead_ms:>8.1f} {r.chief_cpu_ms:>8.2f} {r.load:>5.1f}  "
                   f"{r.chief_outcome}{f', {r.errors} worker errors' if r.errors else ''}",
                   flush=True)
             if r.first_error:

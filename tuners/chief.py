@@ -61,8 +61,8 @@ from tuners.leases import Lease, LeaseError, LeaseTable
 from tuners.records import TRIALS_FILE, TrialRecorder, node_hours, read_records
 
 SERVICE = "mlpf.hpo.Chief"
-METHODS = ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd", "EndTrial", "Heartbeat",
-           "Status")
+METHODS = ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd", "EndTrial", "EndAndCreate",
+           "GiveBack", "Heartbeat", "Status")
 SEARCH_ID_KEY = "x-mlpf-search-id"
 PROJECT_NAME = "keras_tuner"  # the keras-tuner project directory inside the run directory
 CHIEF_STATE_FILE = "chief.json"
@@ -396,7 +396,9 @@ class Chief:
             return {"granted": True}
 
     def end_trial(self, worker: str, trial_id: str, status: str,
-                  message: str | None = None) -> dict[str, Any]:
+                  message: str | None = None, metrics: dict[str, float] | None = None,
+                  step: int = 0) -> dict[str, Any]:
+        """End ``trial_id``; ``metrics`` (with ``step``), if given, are its last update."""
         if status not in END_STATUSES:
             raise ValueError(f"end_trial: status {status!r} is not one of {END_STATUSES}")
         trial_id = str(trial_id)
@@ -410,10 +412,40 @@ class Chief:
                        "its lease expired or it has ended")
                 return {"accepted": False,
                         "reason": f"trial {trial_id} not ended by {worker}: {why}"}
+            if metrics:
+                self.update_trial(worker, trial_id, metrics, step)
             self._end_in_oracle(trial_id, status, message)
             self.leases.release(trial_id)
             self._ended_by[trial_id] = worker
             self._node_hours_ended += self._lease_node_hours(lease)
+            return {"accepted": True}
+
+    def end_and_create(self, worker: str, trial_id: str, status: str,
+                       message: str | None = None, metrics: dict[str, float] | None = None,
+                       step: int = 0) -> dict[str, Any]:
+        """:meth:`end_trial` and :meth:`create_trial` in one call (one round trip per trial
+        for a busy fleet): ``{"end": <end_trial reply>, "next": <create_trial reply>}``."""
+        with self._lock:
+            end = self.end_trial(worker, trial_id, status, message, metrics, step)
+            return {"end": end, "next": self.create_trial(worker)}
+
+    def give_back(self, worker: str, trial_id: str) -> dict[str, Any]:
+        """A worker returns a trial it was given but will not run (it is stopping): the trial
+        ends FAILED and its values go to the next worker, as after a lease expiry."""
+        trial_id = str(trial_id)
+        with self._lock:
+            self._seen(worker)
+            lease = self.leases.get(trial_id)
+            if lease is None or lease.worker != worker:
+                return {"accepted": False,
+                        "reason": f"trial {trial_id} is not leased to {worker}"}
+            self.leases.release(trial_id)
+            self._node_hours_ended += self._lease_node_hours(lease)
+            self._requeue(lease, f"returned unstarted (worker {_worker_number(worker)})")
+            self._say(f"trial {trial_id}: returned unstarted by worker "
+                      f"{_worker_number(worker)}; its values go to the next worker")
+            self._write_state()
+            self._save_soon()
             return {"accepted": True}
 
     def status(self) -> dict[str, Any]:
@@ -516,17 +548,22 @@ class Chief:
                           f"recording it {record['status']}")
                 continue
             error = f"lease expired (worker {worker_id})"
-            self._record_expired(lease, error)
-            self._end_in_oracle(lease.trial_id, FAILED, error, count_failure=False)
-            self._ended_by[lease.trial_id] = "chief"
+            self._requeue(lease, error)
             self.counts["expired"] += 1
-            if self.aborted is None:
-                self._reissues.append({"origin": lease.trial_id, "values": lease.values})
             self._say(f"trial {lease.trial_id}: {error} after {self.leases.timeout:g} s "
                       "without a heartbeat; its values go to the next worker")
         self._write_state()
         self._save_soon()
         return [lease.trial_id for lease in expired]
+
+    def _requeue(self, lease: Lease, error: str) -> None:
+        """End a trial whose worker will not finish it FAILED (``error``) and queue its values
+        for the next worker (unless the search was aborted)."""
+        self._record_expired(lease, error)
+        self._end_in_oracle(lease.trial_id, FAILED, error, count_failure=False)
+        self._ended_by[lease.trial_id] = "chief"
+        if self.aborted is None:
+            self._reissues.append({"origin": lease.trial_id, "values": lease.values})
 
     def _lease_node_hours(self, lease: Lease) -> float:
         return node_hours(max(0.0, self.clock() - lease.granted), self.nodes_per_worker)
@@ -724,8 +761,8 @@ def _worker_number(tuner_id: str) -> str:
 
 
 _CALLS = {"Hello": "hello", "CreateTrial": "create_trial", "UpdateTrial": "update_trial",
-          "ClaimEnd": "claim_end", "EndTrial": "end_trial", "Heartbeat": "heartbeat",
-          "Status": "status"}
+          "ClaimEnd": "claim_end", "EndTrial": "end_trial", "EndAndCreate": "end_and_create",
+          "GiveBack": "give_back", "Heartbeat": "heartbeat", "Status": "status"}
 
 
 def _generic_handler(chief: Chief):

@@ -16,7 +16,11 @@
 - end claims: before rank 0 writes a trial's ``trial_end`` record it asks the chief
   (:meth:`ChiefClient.claim_end`); a trial whose lease expired (the chief already recorded it
   FAILED and re-issued its values) is not recorded twice. :class:`GuardedRecorder` does this
-  around a :class:`tuners.records.TrialRecorder`.
+  around a :class:`tuners.records.TrialRecorder`;
+- one round trip per trial for busy fleets (``prefetch``): ``end_trial`` may carry the trial's
+  last metrics, and the same call (``EndAndCreate``) brings the worker's next trial, which
+  ``create_trial`` then returns without calling; a worker that stops with such a trial unused
+  gives it back (``GiveBack``: the chief re-issues its values at once).
 
 :func:`run_sleep_worker` is a stand-in worker whose "training" is a sleep, used by the fleet
 benchmark (:mod:`benchmark.fleet_busy`) and the fault tests; ``python -m tuners.worker`` runs
@@ -40,6 +44,8 @@ from typing import Any
 import grpc
 
 SERVICE = "mlpf.hpo.Chief"  # must match tuners.chief.SERVICE
+METHODS = ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd", "EndTrial", "EndAndCreate",
+           "GiveBack", "Heartbeat", "Status")  # must match tuners.chief.METHODS
 SEARCH_ID_KEY = "x-mlpf-search-id"
 RUNNING, IDLE, STOPPED = "RUNNING", "IDLE", "STOPPED"
 _RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -105,7 +111,7 @@ class ChiefClient:
                  heartbeat_interval: float = 2.0, retry_for: float = 300.0,
                  backoff_initial: float = 0.5, backoff_max: float = 15.0,
                  rpc_timeout: float = 60.0, objective: Any = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, prefetch: bool = True):
         if not search_id or "@" in str(search_id):
             raise ValueError(f"--search_id={search_id!r}: must be non-empty without '@'")
         self.address = address
@@ -127,8 +133,9 @@ class ChiefClient:
             ("grpc.min_reconnect_backoff_ms", int(1000 * self.backoff_initial) or 100),
             ("grpc.max_reconnect_backoff_ms", int(1000 * self.backoff_max) or 1000)])
         self._stubs = {name: self._channel.unary_unary(f"/{SERVICE}/{name}")
-                       for name in ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd",
-                                    "EndTrial", "Heartbeat", "Status")}
+                       for name in METHODS}
+        self.prefetch = bool(prefetch)
+        self._next: dict[str, Any] | None = None  # the chief's answer to our next create
         self._lock = threading.Lock()
         self._current: str | None = None
         self._lost: set[str] = set()
@@ -193,7 +200,9 @@ class ChiefClient:
         return self._call("Hello", worker=self.tuner_id)
 
     def create_trial(self, tuner_id: str | None = None) -> RemoteTrial:
-        reply = self._call("CreateTrial", worker=self.tuner_id)
+        reply, self._next = self._next, None
+        if reply is None:
+            reply = self._call("CreateTrial", worker=self.tuner_id)
         trial = RemoteTrial(trial_id=reply.get("trial_id"), status=reply["status"],
                             hyperparameters=Values(dict(reply.get("values") or {})))
         if trial.status == RUNNING:
@@ -219,16 +228,34 @@ class ChiefClient:
             self._mark_lost(str(trial_id), reply.get("reason", ""))
         return bool(reply["granted"])
 
-    def end_trial(self, trial) -> bool:
-        """Report the trial's final status; False if the chief had already ended it."""
+    def end_trial(self, trial, metrics: dict | None = None, step: int = 0) -> bool:
+        """Report the trial's final status; False if the chief had already ended it.
+
+        ``metrics`` (with ``step``) are sent as the trial's last update in the same call.
+        With ``prefetch`` the call also asks for the next trial, which the following
+        :meth:`create_trial` returns without another round trip (its lease starts now and
+        the heartbeats keep it; :meth:`close` gives an unused one back).
+        """
         trial_id = str(trial.trial_id)
         with self._lock:
             if self._current == trial_id:
                 self._current = None
         if trial_id in self._lost:
             return False
-        reply = self._call("EndTrial", worker=self.tuner_id, trial_id=trial_id,
-                           status=str(trial.status), message=getattr(trial, "message", None))
+        args: dict[str, Any] = dict(worker=self.tuner_id, trial_id=trial_id,
+                                    status=str(trial.status),
+                                    message=getattr(trial, "message", None))
+        if metrics:
+            args.update(metrics={k: float(v) for k, v in metrics.items()}, step=int(step))
+        if self.prefetch:
+            both = self._call("EndAndCreate", **args)
+            reply, self._next = both["end"], both["next"]
+            if self._next.get("status") == RUNNING:
+                with self._lock:
+                    self._current = str(self._next["trial_id"])
+                self.start_heartbeats()
+        else:
+            reply = self._call("EndTrial", **args)
         if not reply["accepted"]:
             self._mark_lost(trial_id, reply.get("reason", ""))
         return bool(reply["accepted"])
@@ -275,7 +302,24 @@ class ChiefClient:
             if reply.get("lost") and current is not None:
                 self._mark_lost(current, "the chief no longer holds its lease")
 
+    def give_back(self) -> str | None:
+        """Return a prefetched trial this worker will not run; its id, or None."""
+        pending, self._next = self._next, None
+        if not pending or pending.get("status") != RUNNING:
+            return None
+        trial_id = str(pending["trial_id"])
+        with self._lock:
+            if self._current == trial_id:
+                self._current = None
+        try:
+            self._call("GiveBack", retry=False, worker=self.tuner_id, trial_id=trial_id)
+        except (ChiefUnreachable, ChiefCallError):
+            return None  # its lease expires and the chief re-issues it
+        return trial_id
+
     def close(self) -> None:
+        if not self._closed.is_set():
+            self.give_back()
         self._closed.set()
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=5.0)
@@ -371,8 +415,8 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
                     rung=values.get("tuner/rung"), initial_epoch=first, target_epochs=last,
                     nodes=1.0, ranks=1)
             epochs = list(range(first + 1, last + 1)) if epoch_updates else [last]
-            status, metrics = "COMPLETED", {}
-            for epoch in epochs:
+            status, metrics, last_update = "COMPLETED", {}, None
+            for n, epoch in enumerate(epochs, start=1):
                 pause = seconds / len(epochs)
                 if deadline is not None:
                     pause = max(0.0, min(pause, deadline - clock()))
@@ -380,6 +424,9 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
                 time.sleep(pause)
                 log.busy_seconds += clock() - slept  # "training" only, not the calls
                 metrics = {objective: synthetic_objective(values, epoch, rng)}
+                if n == len(epochs) and guarded is None:
+                    last_update = metrics  # sent with the end of the trial, in one call
+                    break
                 reply = client.update_trial(trial.trial_id, metrics, step=epoch)
                 if reply.status == STOPPED:
                     break
@@ -395,7 +442,8 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
                                epochs=epochs[-1], metrics=metrics, objective=objective,
                                start_time=start_wall, wall_seconds=wall, nodes=1.0, ranks=1,
                                node_hours=wall / 3600.0, error=None, target_epochs=last)
-            if client.end_trial(RemoteTrial(trial.trial_id, status, Values(values))):
+            if client.end_trial(RemoteTrial(trial.trial_id, status, Values(values)),
+                                metrics=last_update, step=epochs[-1]):
                 log.trials += 1
     except Exception as exc:  # noqa: BLE001 - reported in the log and by the caller
         log.error = f"{type(exc).__name__}: {exc}"

@@ -333,6 +333,37 @@ def test_threads_search_with_heartbeats_records_every_trial_once(served, tmp_pat
     assert sum(log.trials for log in logs) == 4 and not any(log.error for log in logs)
 
 
+@pytest.mark.timeout(60)
+def test_one_round_trip_per_trial_and_an_unused_prefetched_trial_is_given_back(served):
+    chief, address = served  # random search, 4 trials
+    calls: list[str] = []
+    client = ChiefClient(address, 0, SID, heartbeat_interval=0)
+    plain_call = client._call
+    client._call = lambda method, **kw: calls.append(method) or plain_call(method, **kw)
+    first = client.create_trial()
+    assert client.end_trial(RemoteTrial(first.trial_id, "COMPLETED", Values({})),
+                            metrics={"val_loss": 0.25}, step=3)
+    second = client.create_trial()  # prefetched by end_trial: no call
+    assert calls == ["CreateTrial", "EndAndCreate"]
+    assert (first.trial_id, second.trial_id, second.status) == ("0", "1", "RUNNING")
+    ended = chief.oracle.trials["0"]
+    assert (ended.status, ended.score, ended.best_step) == ("COMPLETED", 0.25, 3)
+    # stopping with a prefetched, unstarted trial gives it back; the next worker gets its values
+    assert client.end_trial(RemoteTrial("1", "COMPLETED", Values({})),
+                            metrics={"val_loss": 0.5}, step=1)
+    unused = client._next
+    client.close()
+    assert calls[-2:] == ["EndAndCreate", "GiveBack"]
+    assert chief.oracle.trials[unused["trial_id"]].status == "FAILED"
+    assert chief.oracle.trials[unused["trial_id"]].message == "returned unstarted (worker 0)"
+    with ChiefClient(address, 1, SID, heartbeat_interval=0) as other:
+        rerun = other.create_trial()
+        assert rerun.hyperparameters.values == unused["values"]
+        assert rerun.trial_id not in ("0", "1", unused["trial_id"])
+    assert chief.give_back(W1, "0") == {"accepted": False,
+                                        "reason": f"trial 0 is not leased to {W1}"}
+
+
 def test_guarded_recorder_drops_records_of_a_lost_trial(tmp_path):
     class Client:
         def __init__(self):

@@ -398,3 +398,25 @@ def test_brackets_deal_new_configurations_round_robin(tmp_path):
     assert describe(p1)[1:] == (3, 2, 3, 9) and p1.hyperparameters.values["tuner/bracket"] == 1
     assert describe(p2)[1:] == (2, 1, 1, 3) and p2.hyperparameters.values["tuner/bracket"] == 0
     assert oracle.rung_sizes() == [3, 3, 0, 0]
+
+
+def test_space_copy_equals_keras_tuners_copy_and_is_independent():
+    from tuners.asha import _FastCopyHyperParameters
+
+    space = _FastCopyHyperParameters()
+    space.Float("lr", 1e-4, 1e-1, sampling="log")
+    space.Choice("opt", ["adam", "sgd"])
+    with space.conditional_scope("opt", ["sgd"]):
+        space.Float("momentum", 0.0, 0.9)
+    space.values["lr"] = 0.01
+    fast = space.copy()
+    stock = kt.HyperParameters.from_config(space.get_config())
+    assert type(fast) is _FastCopyHyperParameters
+    assert fast.get_config() == stock.get_config()
+    fast.values["lr"] = 0.02
+    fast.Int("units", 8, 64)
+    fast.values["opt"] = "sgd"
+    assert space.values == {"lr": 0.01, "opt": "adam"}
+    assert [hp.name for hp in space.space] == ["lr", "opt", "momentum"]
+    assert [hp.name for hp in fast.space] == ["lr", "opt", "momentum", "units"]
+    assert fast.is_active("momentum") and not space.is_active("momentum")
