@@ -444,7 +444,7 @@ def _python_scalar(value: Any) -> Any:
 
 def write_curves(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     """Write table rows (dicts with config_id, hyperparameters, epoch, val_loss, epoch_seconds)
-    as CSV atomically, the fixed columns first."""
+    as CSV atomically, the fixed columns first, floats to seven significant digits."""
     import pandas as pd
 
     from mlpf_tf.configbase import atomic_write_text
@@ -457,7 +457,9 @@ def write_curves(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
         raise CurveError(f"{os.fspath(path)}: rows lack column(s) {', '.join(missing)}")
     hp_names = [c for c in frame.columns if c not in TABLE_COLUMNS]
     frame = frame[["config_id", *hp_names, "epoch", "val_loss", "epoch_seconds"]]
-    atomic_write_text(path, frame.to_csv(index=False))
+    # seven significant digits: far finer than the noise of a loss or a timing, and the
+    # table of a few hundred configurations stays small enough to ship
+    atomic_write_text(path, frame.to_csv(index=False, float_format="%.7g"))
 
 
 # ---------------------------------------------------------------------------------------------
