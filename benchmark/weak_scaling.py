@@ -51,6 +51,8 @@ def define_flags_once() -> None:
     flags.DEFINE_integer("epochs", 3, "epochs per run; the first (tracing) is not timed",
                          lower_bound=2)
     flags.DEFINE_integer("threads", 1, "TensorFlow intra-op threads per rank", lower_bound=1)
+    flags.DEFINE_boolean("pin", False, "pin each rank to its own core (local rank r -> the r-th "
+                         "allowed core), as `--bind-to core` does on a cluster")
     flags.DEFINE_integer("repeats", 1, "alternating runs per rank count; the best is kept",
                          lower_bound=1)
     flags.DEFINE_integer("timeout", 1800, "seconds allowed per horovodrun launch",
@@ -71,6 +73,17 @@ def _events(n_events: int, n_elements: int, seed: int):
     from benchmark.throughput import synthetic_batch
 
     return synthetic_batch(n_events, n_elements, seed)
+
+
+def pin_to_cores(threads: int) -> set[int]:
+    """Bind this process (and every thread it starts later) to ``threads`` cores of its own,
+    chosen by the local rank horovodrun passes in the environment; returns them."""
+    cores = sorted(os.sched_getaffinity(0))
+    local_rank = int(os.environ.get("HOROVOD_LOCAL_RANK", "0"))
+    first = local_rank * threads % len(cores)
+    chosen = set(cores[first:first + threads]) or set(cores)
+    os.sched_setaffinity(0, chosen)
+    return chosen
 
 
 def run_worker(model_cfg, batch_size: int, elements: int, steps: int, epochs: int,
@@ -120,7 +133,7 @@ def _horovodrun() -> str:
 
 
 def launch(ranks: int, model_cfg, *, batch_size: int, elements: int, steps: int, epochs: int,
-           threads: int, timeout: int) -> dict[str, Any]:
+           threads: int, timeout: int, pin: bool = False) -> dict[str, Any]:
     """One timed run with ``ranks`` ranks on localhost (a horovodrun subprocess)."""
     with tempfile.TemporaryDirectory(prefix="weak-scaling-") as tmp:
         result_path = os.path.join(tmp, "result.json")
@@ -129,7 +142,7 @@ def launch(ranks: int, model_cfg, *, batch_size: int, elements: int, steps: int,
                f"--weak_model_json={json.dumps(model_cfg.to_dict())}",
                f"--weak_result={result_path}", f"--batch_size={batch_size}",
                f"--elements={elements}", f"--steps={steps}", f"--epochs={epochs}",
-               f"--threads={threads}"]
+               f"--threads={threads}", f"--{'' if pin else 'no'}pin"]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(threads),
                "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1"}
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
@@ -144,14 +157,14 @@ def launch(ranks: int, model_cfg, *, batch_size: int, elements: int, steps: int,
 
 def measure(model_cfg=None, *, ranks: int = 2, batch_size: int = 4, elements: int = 256,
             steps: int = 20, epochs: int = 3, threads: int = 1, repeats: int = 1,
-            timeout: int = 1800) -> dict[str, Any]:
+            timeout: int = 1800, pin: bool = False) -> dict[str, Any]:
     """Weak-scaling efficiency of ``ranks`` ranks versus 1 (see the module docstring)."""
     from mlpf_tf.model.config import ModelConfig
 
     model_cfg = model_cfg if model_cfg is not None else ModelConfig()
     model_cfg.validate()
     kwargs = dict(batch_size=batch_size, elements=elements, steps=steps, epochs=epochs,
-                  threads=threads, timeout=timeout)
+                  threads=threads, timeout=timeout, pin=pin)
     runs: dict[int, list[dict[str, Any]]] = {1: [], ranks: []}
     for _ in range(repeats):
         for n in (1, ranks):
@@ -161,7 +174,7 @@ def measure(model_cfg=None, *, ranks: int = 2, batch_size: int = 4, elements: in
     return {
         "ranks": ranks, "batch_size_per_rank": batch_size, "elements": elements,
         "steps_per_epoch": steps, "timed_epochs": epochs - 1, "threads_per_rank": threads,
-        "repeats": repeats, "cores": os.cpu_count(),
+        "repeats": repeats, "cores": os.cpu_count(), "pinned": pin,
         "model": "MLPF " + ", ".join(f"{k}={v}" for k, v in model_cfg.to_dict().items()
                                      if k in ("hidden_dim", "output_dim", "bin_size",
                                               "num_graph_layers_common",
@@ -187,6 +200,8 @@ def main(argv) -> None:
     from mlpf_tf.model.config import ModelConfig
 
     if FLAGS.weak_worker:
+        if FLAGS.pin:
+            pin_to_cores(FLAGS.threads)  # before TensorFlow and Horovod start their threads
         model_cfg = ModelConfig.from_dict(json.loads(FLAGS.weak_model_json))
         out = run_worker(model_cfg, FLAGS.batch_size, FLAGS.elements, FLAGS.steps,
                          FLAGS.epochs, FLAGS.threads)
@@ -202,11 +217,12 @@ def main(argv) -> None:
     if n * FLAGS.threads > (os.cpu_count() or 1):
         print(f"warning: {n} ranks x {FLAGS.threads} threads exceed the {os.cpu_count()} cores")
     r = measure(model_cfg, ranks=n, batch_size=FLAGS.batch_size, elements=FLAGS.elements,
-                steps=FLAGS.steps, epochs=FLAGS.epochs, threads=FLAGS.threads,
+                steps=FLAGS.steps, epochs=FLAGS.epochs, threads=FLAGS.threads, pin=FLAGS.pin,
                 repeats=FLAGS.repeats, timeout=FLAGS.timeout)
     print(f"weak scaling: {r['model']}; {r['elements']} elements/event, batch "
           f"{r['batch_size_per_rank']} events/rank, {r['threads_per_rank']} intra-op "
-          f"thread(s)/rank, {r['steps_per_epoch']} steps x {r['timed_epochs']} timed epochs, "
+          f"thread(s)/rank{', each rank pinned to its own core(s)' if r['pinned'] else ''}, "
+          f"{r['steps_per_epoch']} steps x {r['timed_epochs']} timed epochs, "
           f"best of {r['repeats']}")
     print(f"1 rank : {r['events_per_s_1']:8.2f} events/s  ({r['step_seconds_1'] * 1e3:.1f} ms "
           f"per step)  runs: {', '.join(f'{v:.2f}' for v in r['all_events_per_s_1'])}")
