@@ -27,10 +27,12 @@ RUNNING forever and the chief never exits. :class:`Chief` wraps the same oracle 
   objective, node-hours used and budget left) and the same in ``<run_dir>/progress.json``
   (atomic writes).
 
-Wire format: unary gRPC methods of the service ``mlpf.hpo.Chief`` whose requests and replies
-are small JSON objects (UTF-8 bytes); keras-tuner's protobuf service has no heartbeat and no
-search id, and JSON keeps the worker side free of TensorFlow imports
-(:mod:`tuners.worker`).
+Wire format: unary gRPC methods of the service ``mlpf.hpo.Chief`` (:data:`METHODS`) whose
+requests and replies are small JSON objects (UTF-8 bytes). A busy worker needs one round trip
+per trial: ``EndAndCreate`` takes the trial's last metrics and end status and answers with the
+worker's next trial; ``GiveBack`` returns a trial a stopping worker will not run.
+keras-tuner's protobuf service has no heartbeat and no search id, and JSON keeps the worker
+side free of TensorFlow imports (:mod:`tuners.worker`).
 
 Saving: keras-tuner's stock oracles write ``oracle.json`` and a ``trial.json`` on every
 ``create_trial`` / ``update_trial`` / ``end_trial``; ``save_interval`` > 0 coalesces those
