@@ -364,6 +364,19 @@ def test_one_round_trip_per_trial_and_an_unused_prefetched_trial_is_given_back(s
                                         "reason": f"trial 0 is not leased to {W1}"}
 
 
+def test_end_trial_may_carry_the_last_update(tmp_path):
+    chief = make_chief(random_oracle(max_trials=2), tmp_path)
+    trial = chief.create_trial(W0)
+    assert chief.end_trial(W0, trial["trial_id"], "COMPLETED", metrics={"val_loss": 0.3},
+                           step=2) == {"accepted": True}
+    ended = chief.oracle.trials[trial["trial_id"]]
+    assert (ended.status, ended.score, ended.best_step) == ("COMPLETED", 0.3, 2)
+    both = chief.end_and_create(W1, "7", "COMPLETED", metrics={"val_loss": 0.1})
+    assert both["end"] == {"accepted": False, "reason": f"trial 7 not ended by {W1}: its lease "
+                                                        "expired or it has ended"}
+    assert both["next"]["status"] == "RUNNING" and both["next"]["trial_id"] == "1"
+
+
 def test_guarded_recorder_drops_records_of_a_lost_trial(tmp_path):
     class Client:
         def __init__(self):
