@@ -1,7 +1,8 @@
 """Horovod weak-scaling efficiency of MLPF training: N ranks versus 1, same batch per rank.
 
     python -m benchmark.weak_scaling [--ranks=2 --batch_size=4 --elements=256 --steps=20
-                                      --epochs=3 --threads=1 --repeats=2 --model.<field>=...]
+                                      --epochs=3 --threads=1 --repeats=2 --[no]pin
+                                      --model.<field>=...]
 
 Launches ``horovodrun -np 1`` and ``horovodrun -np N --gloo`` subprocesses on localhost, each
 training the real MLPF model (``ModelConfig`` defaults = the small model, overridable with
@@ -11,6 +12,12 @@ one inter-op thread per rank. The first epoch (tracing) is not timed; the throug
 is N x batch x steps / median epoch time of the remaining epochs (events per second).
 
     efficiency = throughput(N ranks) / (N x throughput(1 rank))    (goal: >= 85 %)
+
+Each rank is bound to ``--threads`` cores of its own (``--pin``, the default), so the 1-rank
+and the N-rank runs get the same cores per rank, as with ``--bind-to core`` / ``srun
+--cpu-bind=cores`` on a cluster; with ``--nopin`` a lone rank also runs its Horovod, Python and
+inter-op threads on the cores the other ranks would use, which flatters the baseline and lets
+the ranks of the scaled run migrate between cores.
 
 With ``--repeats`` > 1 the 1-rank and N-rank runs alternate and each keeps its best run: other
 processes on a shared machine only ever slow a run down. N x threads should not exceed the
@@ -51,8 +58,9 @@ def define_flags_once() -> None:
     flags.DEFINE_integer("epochs", 3, "epochs per run; the first (tracing) is not timed",
                          lower_bound=2)
     flags.DEFINE_integer("threads", 1, "TensorFlow intra-op threads per rank", lower_bound=1)
-    flags.DEFINE_boolean("pin", False, "pin each rank to its own core (local rank r -> the r-th "
-                         "allowed core), as `--bind-to core` does on a cluster")
+    flags.DEFINE_boolean("pin", True, "pin each rank to its own core(s) (local rank r -> the "
+                         "r-th allowed cores), as `--bind-to core` does on a cluster; --nopin "
+                         "lets the 1-rank run spill onto idle cores")
     flags.DEFINE_integer("repeats", 1, "alternating runs per rank count; the best is kept",
                          lower_bound=1)
     flags.DEFINE_integer("timeout", 1800, "seconds allowed per horovodrun launch",
@@ -157,7 +165,7 @@ def launch(ranks: int, model_cfg, *, batch_size: int, elements: int, steps: int,
 
 def measure(model_cfg=None, *, ranks: int = 2, batch_size: int = 4, elements: int = 256,
             steps: int = 20, epochs: int = 3, threads: int = 1, repeats: int = 1,
-            timeout: int = 1800, pin: bool = False) -> dict[str, Any]:
+            timeout: int = 1800, pin: bool = True) -> dict[str, Any]:
     """Weak-scaling efficiency of ``ranks`` ranks versus 1 (see the module docstring)."""
     from mlpf_tf.model.config import ModelConfig
 
