@@ -26,9 +26,12 @@ sampled by an oracle is mapped to the NEAREST recorded configuration in normalis
 hyperparameter space (keras-tuner's ``value_to_prob`` of the search space, so log-scaled
 ranges are compared on the log scale; booleans and choices by their bucket centre). Epochs
 beyond the last recorded one follow a power law ``a + b * epoch**-c`` fitted to that
-configuration's recorded curve (its last two thirds; asymptote ``a >= 0`` for positive
-losses), scaled to join the
-last recorded value, so a short recording can feed a 100-epoch search.
+configuration's recorded curve (its last two thirds), scaled to join the last recorded value,
+so a short recording can feed a 100-epoch search. For positive losses no extrapolated loss
+goes below the extrapolated curve of the configuration with the lowest recorded loss at the
+same epoch (or below its own last recorded value, if that is lower still): a curve still
+falling steeply at its last recorded epoch would otherwise be extrapolated far below anything
+the recording supports.
 
 The surrogate (:class:`Surrogate`) is ``val_loss(epoch; hp) = a(u) + b(u) * epoch**-c(u)``
 where ``u`` is the configuration in normalised space: ``a`` is a weighted quadratic bowl with
@@ -256,6 +259,8 @@ class RecordedCurve:
     losses: np.ndarray
     epoch_seconds: float
     tail: tuple[float, float, float] | None = None   # (a, b, c) of the fitted power law
+    #: extrapolated losses stay at or above this curve's (the table's best; see CurveTable)
+    floor: RecordedCurve | None = None
 
     def losses_until(self, epochs: int) -> np.ndarray:
         n = len(self.losses)
@@ -270,7 +275,11 @@ class RecordedCurve:
         # (a ratio, so a positive curve stays positive and keeps decreasing).
         at_last = a + b * float(n) ** (-c)
         scale = self.losses[-1] / at_last if at_last > 0 else 1.0
-        return np.concatenate([self.losses, fitted * scale])
+        tail = fitted * scale
+        if self.floor is not None and self.floor is not self:
+            bound = self.floor.losses_until(epochs)[n:]
+            tail = np.maximum(tail, np.minimum(bound, float(self.losses[-1])))
+        return np.concatenate([self.losses, tail])
 
 
 def fit_power_law(losses: Sequence[float]) -> tuple[float, float, float]:
@@ -313,6 +322,11 @@ class CurveTable:
         if not curves:
             raise CurveError(f"{source}: no recorded configurations")
         self.curves = curves
+        # Beyond the recording no curve falls below the (extrapolated) curve of the
+        # configuration with the lowest recorded loss, epoch by epoch.
+        best = min(curves, key=lambda c: float(np.min(c.losses)))
+        for curve in curves:
+            curve.floor = best if np.all(best.losses > 0) else None
         self.hp_names = hp_names
         self.source = source
         self.noise = float(noise)

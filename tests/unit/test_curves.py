@@ -140,6 +140,27 @@ def test_table_round_trip_nearest_lookup_and_extrapolation(tmp_path):
     assert free.nearest({"lr": 2e-3, "output_dim": 100}).config_id == "c0"
 
 
+def test_extrapolation_never_passes_the_best_recorded_curve(tmp_path):
+    # c0 has the lowest recorded loss; c1 is worse over its 5 recorded epochs but falls so
+    # steeply (8 / epoch) that its own power law would end far below c0 by epoch 30.
+    rows = []
+    for cid, lr, curve in (("c0", 1e-3, lambda e: 1.0 + 1.0 / e), ("c1", 1e-2, lambda e: 8.0 / e)):
+        rows += [{"config_id": cid, "lr": lr, "epoch": e, "val_loss": curve(e),
+                  "epoch_seconds": 1.0} for e in range(1, 6)]
+    path = tmp_path / "curves.csv"
+    write_curves(path, rows)
+    table = load_curves(path)
+    best = table.val_losses({"lr": 1e-3}, 0, 30)
+    steep = table.val_losses({"lr": 1e-2}, 0, 30)
+    assert steep[:5] == pytest.approx([8.0 / e for e in range(1, 6)])
+    a, b, c = fit_power_law([8.0 / e for e in range(1, 6)])
+    assert a + b * 30.0 ** -c < 0.5  # unbounded, c1 would extrapolate to half of c0's loss
+    assert steep[-1] == pytest.approx(best[-1]) and best[-1] == pytest.approx(1.0 + 1.0 / 30,
+                                                                              abs=0.01)
+    assert np.all(np.asarray(steep[5:]) >= np.asarray(best[5:]) - 1e-12)
+    assert np.all(np.diff(steep) <= 0)
+
+
 def test_power_law_fit_recovers_parameters():
     e = np.arange(1, 21, dtype=float)
     a, b, c = fit_power_law(0.7 + 1.5 * e ** -0.8)
