@@ -325,8 +325,9 @@ class CurveTable:
         # Beyond the recording no curve falls below the (extrapolated) curve of the
         # configuration with the lowest recorded loss, epoch by epoch.
         best = min(curves, key=lambda c: float(np.min(c.losses)))
+        floor = best if np.all(best.losses > 0) else None
         for curve in curves:
-            curve.floor = best if np.all(best.losses > 0) else None
+            curve.floor = floor
         self.hp_names = hp_names
         self.source = source
         self.noise = float(noise)

@@ -145,7 +145,7 @@ def _horovodrun() -> str:
 
 
 def launch(ranks: int, model_cfg, *, batch_size: int, elements: int, steps: int, epochs: int,
-           threads: int, timeout: int, pin: bool = False) -> dict[str, Any]:
+           threads: int, timeout: int, pin: bool = True) -> dict[str, Any]:
     """One timed run with ``ranks`` ranks on localhost (a horovodrun subprocess)."""
     with tempfile.TemporaryDirectory(prefix="weak-scaling-") as tmp:
         result_path = os.path.join(tmp, "result.json")
