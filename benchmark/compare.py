@@ -1,19 +1,25 @@
-"""Compare the four search algorithms at two scales and write the report (``make run``).
+"""Compare the four search algorithms on one budget and write the report (``make run``).
 
-    python -m benchmark.compare --output_dir runs/make_run [--scales 1,2]
-        [--tuners random,hyperband,asha,asha_bo] [--seeds 1] [--experiment compare]
+    python -m benchmark.compare --output_dir runs/make_run [--scales 1] [--seeds 1,2,3]
+        [--tuners random,hyperband,asha,asha_bo] [--experiment compare] [--concurrency 0]
 
 One search per (tuner, scale, seed), each a ``python -m benchmark.run`` child process in its own
 run directory ``<output_dir>/runs/<experiment>-<tuner>-w<workers>-s<seed>`` (log in
 ``<output_dir>/logs/``). A scale is a number of worker groups (``--workers``), each one rank on
 one node (``launch.ranks_per_node=1``), so a search at scale W holds W nodes.
 
-Fairness: every search of the comparison gets the same node-hour budget (the experiment's
-``search.node_hour_budget``, or ``--budget_node_hours`` for all of them): no new trial starts
-once the trials have used it, at any scale and for every tuner, so each tuner buys the best
-model it can with the same compute; at scale 2 that compute is spent in about half the wall
-time. Trials running when the budget is reached finish (each search may overrun by at most one
-trial per worker; the report shows the node-hours really used).
+Fairness: every search of the comparison gets the same budget of allocated node-hours (the
+experiment's ``search.node_hour_budget``, or ``--budget_node_hours`` for all of them), charged on
+every node it holds from its start, idle or not, and no other limit (the ``compare`` preset sets
+no trial cap and lets Hyperband iterate until the budget ends it). No new trial starts once the
+budget is spent; trials running then finish (a search overruns by at most one trial per
+worker; the report shows the node-hours really used and which limit stopped each search).
+Seeds are paired: seed s of every tuner trains with the same data order (``--train.seed=s``)
+and draws the same first configurations.
+
+Several searches run side by side (``--concurrency``; default: the cores over the largest
+scale's workers), started in plan order (scale by scale, seed by seed, every tuner), so rivals
+share the machine alike; each search's wall and CPU seconds are its own (``wait4``).
 
 A search that fails (non-zero exit, or longer than ``--search_timeout``) is recorded in
 ``<output_dir>/compare.json`` and the next one starts. After each successful search the best
@@ -103,7 +109,8 @@ def is_complete(run_dir: str) -> bool:
 
 
 def progress_of(run_dir: str, objective: str = "val_loss") -> tuple[int, float | None]:
-    """(trials ended, best finite objective of any epoch so far) from ``trials.jsonl``.
+    """(trials ended, best finite trial result so far) from ``trials.jsonl``; a trial's result
+    is its objective at its last epoch (its ``trial_end`` metrics).
 
     Tolerates a line being written while it is read (it is skipped).
     """
@@ -120,10 +127,11 @@ def progress_of(run_dir: str, objective: str = "val_loss") -> tuple[int, float |
             continue
         if not isinstance(record, dict):
             continue
-        if record.get("event") == "trial_end":
-            ended += 1
+        if record.get("event") != "trial_end":
+            continue
+        ended += 1
         value = (record.get("metrics") or {}).get(objective) if record.get(
-            "event") == "epoch" else None
+            "status") == "COMPLETED" else None
         if isinstance(value, (int, float)) and math.isfinite(value):
             best = value if best is None else min(best, value)
     return ended, best
@@ -160,6 +168,7 @@ def search_command(search: Search, runs_dir: str, resume: bool,
     """``python -m benchmark.run`` for ``search`` (``--resume`` continues a partial run)."""
     cmd = [python, "-m", "benchmark.run", f"--experiment={search.experiment}",
            f"--tuner={search.tuner}", f"--workers={search.workers}", f"--seed={search.seed}",
+           f"--train.seed={search.seed}",  # paired seeds: the same data order for every tuner
            f"--output_dir={runs_dir}", f"--run_name={search.run_name}", *extra]
     return cmd + ["--resume"] if resume else cmd
 
@@ -248,76 +257,149 @@ class Display:
         print(text, file=self.out, flush=True)
 
 
+@dataclasses.dataclass
+class _Running:
+    """A search whose child process is running."""
+
+    index: int
+    search: Search
+    run_dir: str
+    log: str
+    proc: subprocess.Popen
+    log_file: Any
+    start: float
+
+
+def _spawn(cmd: Sequence[str], log_path: str) -> tuple[subprocess.Popen, Any]:
+    """Start ``cmd`` in its own process group, output appended to ``log_path``."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - closed when the child is reaped
+    log.write(("$ " + " ".join(cmd) + "\n").encode())
+    log.flush()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    return proc, log
+
+
+def _reap(proc: subprocess.Popen) -> tuple[int, float] | None:
+    """(exit code, CPU seconds of the child and everything it waited for) once it has ended,
+    else None. ``wait4`` gives this child's own resource usage, so concurrent searches are
+    charged separately."""
+    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+    if pid == 0:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
 def run_searches(searches: Sequence[Search], output_dir: str, *, budget_node_hours: float,
                  command: Callable[[Search, str, bool], list[str]] | None = None,
                  physics: Callable[[str], list[str]] | None = physics_command,
                  timeout: float | None = None, objective: str = "val_loss",
-                 out: TextIO = sys.stdout, poll_seconds: float = 2.0) -> list[Outcome]:
-    """Run every search not yet complete, one after another; write compare.json after each.
+                 out: TextIO = sys.stdout, poll_seconds: float = 2.0,
+                 concurrency: int = 1) -> list[Outcome]:
+    """Run every search not yet complete, up to ``concurrency`` at once, in plan order; write
+    compare.json after each.
 
     ``command(search, runs_dir, resume)`` gives the child's argv (default
     :func:`search_command`); ``physics(run_dir)`` the best-model step's (None: skip it).
+    Searches run side by side in plan order (seed by seed, every tuner), so rivals share the
+    machine alike; each search's wall and CPU seconds are its own.
     """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
     command = command or search_command
     runs_dir = os.path.join(output_dir, RUNS_SUBDIR)
     logs_dir = os.path.join(output_dir, LOGS_SUBDIR)
     os.makedirs(runs_dir, exist_ok=True)
     display = Display(out)
     earlier = _read_state(output_dir)
-    outcomes: list[Outcome] = []
-    done_expected = done_actual = 0.0
+    outcomes: dict[int, Outcome] = {}
+    done = [0.0, 0.0]  # expected, actual seconds of the searches finished here
     expected = [expected_seconds(budget_node_hours, s.workers) for s in searches]
-    for i, search in enumerate(searches):
-        run_dir = os.path.join(runs_dir, search.run_name)
-        log = os.path.join(logs_dir, f"{search.run_name}.log")
-        if is_complete(run_dir):
-            before = earlier.get(search.run_name, {})
-            outcome = Outcome(search.run_name, SKIPPED, before.get("returncode"),
-                              float(before.get("wall_seconds") or 0.0),
-                              float(before.get("cpu_seconds") or 0.0), log=log,
-                              message="complete before this run (times from then)")
-            outcome.trials, outcome.best = progress_of(run_dir, objective)
-            outcome.physics = _physics(run_dir, physics, log, timeout)
-            display.finish(f"[{i + 1}/{len(searches)}] {search.label()}: complete, skipped "
-                           f"({outcome.trials} trials, best {objective} "
-                           f"{_num(outcome.best)}; physics {outcome.physics})")
-            outcomes.append(outcome)
-            _write_state(output_dir, searches, outcomes)
+    total = len(searches)
+
+    def record(i: int, outcome: Outcome) -> None:
+        outcomes[i] = outcome
+        _write_state(output_dir, searches, [outcomes[k] for k in sorted(outcomes)])
+
+    def eta(running: Sequence[_Running]) -> float:
+        waiting = [expected[k] for k in range(total) if k not in outcomes
+                   and all(r.index != k for r in running)]
+        now = time.monotonic()
+        left = max((eta_seconds([], expected[r.index], now - r.start, *done)
+                    for r in running), default=0.0)
+        return left + eta_seconds(waiting, 0.0, 0.0, *done) / concurrency
+
+    pending = list(range(total))
+    running: list[_Running] = []
+    while pending or running:
+        while pending and len(running) < concurrency:
+            i = pending.pop(0)
+            search = searches[i]
+            run_dir = os.path.join(runs_dir, search.run_name)
+            log = os.path.join(logs_dir, f"{search.run_name}.log")
+            if is_complete(run_dir):
+                record(i, _skipped(search, run_dir, log, earlier, physics, timeout, objective))
+                o = outcomes[i]
+                display.finish(f"[{i + 1}/{total}] {search.label()}: complete, skipped "
+                               f"({o.trials} trials, best {objective} {_num(o.best)}; "
+                               f"physics {o.physics})")
+                continue
+            resume = os.path.isfile(os.path.join(run_dir, PARAMS_FILE))
+            proc, handle = _spawn(command(search, runs_dir, resume), log)
+            running.append(_Running(i, search, run_dir, log, proc, handle, time.monotonic()))
+        if not running:
             continue
-        resume = os.path.isfile(os.path.join(run_dir, PARAMS_FILE))
-        start = time.monotonic()
+        time.sleep(poll_seconds)
+        for r in list(running):
+            reaped = _reap(r.proc)
+            elapsed = time.monotonic() - r.start
+            if reaped is None and timeout is not None and elapsed > timeout:
+                _stop_group(r.proc)
+                reaped = (None, 0.0)
+            if reaped is None:
+                trials, best = progress_of(r.run_dir, objective)
+                display.update(progress_line(r.index + 1, total, r.search, trials, best,
+                                             elapsed, eta(running), objective),
+                               key=(r.index, trials, best))
+                continue
+            running.remove(r)
+            r.log_file.close()
+            code, cpu = reaped
+            trials, best = progress_of(r.run_dir, objective)
+            status = OK if code == 0 and is_complete(r.run_dir) else (
+                TIMEOUT if code is None else FAILED)
+            outcome = Outcome(r.search.run_name, status, code, elapsed, cpu, trials, best,
+                              log=r.log)
+            if status == OK:
+                outcome.physics = _physics(r.run_dir, physics, r.log, timeout)
+                done[0] += expected[r.index]
+                done[1] += elapsed
+            else:
+                outcome.message = (f"exit code {code}" if code is not None else
+                                   f"stopped after --search_timeout={timeout:g} s"
+                                   ) + f"; see {r.log}"
+            record(r.index, outcome)
+            display.finish(f"[{r.index + 1}/{total}] {r.search.label()}: {status.upper()} - "
+                           f"{trials} trials, best {objective} {_num(best)}, "
+                           f"{fmt_seconds(elapsed)} wall, {cpu:.0f} s CPU"
+                           + (f" ({outcome.message})" if outcome.message else "")
+                           + f" | overall ETA {fmt_seconds(eta(running))}")
+    return [outcomes[k] for k in sorted(outcomes)]
 
-        def show(search=search, i=i, run_dir=run_dir, start=start,
-                 done=(done_expected, done_actual)) -> None:
-            trials, best = progress_of(run_dir, objective)
-            elapsed = time.monotonic() - start
-            eta = eta_seconds(expected[i + 1:], expected[i], elapsed, *done)
-            display.update(progress_line(i + 1, len(searches), search, trials, best, elapsed,
-                                         eta, objective), key=(trials, best))
 
-        show()
-        code, wall, cpu = run_child(command(search, runs_dir, resume), log, timeout=timeout,
-                                    on_poll=show, poll_seconds=poll_seconds)
-        trials, best = progress_of(run_dir, objective)
-        status = OK if code == 0 and is_complete(run_dir) else (TIMEOUT if code is None
-                                                                else FAILED)
-        outcome = Outcome(search.run_name, status, code, wall, cpu, trials, best, log=log)
-        if status == OK:
-            outcome.physics = _physics(run_dir, physics, log, timeout)
-            done_expected += expected[i]
-            done_actual += wall
-        else:
-            outcome.message = (f"exit code {code}" if code is not None else
-                               f"stopped after --search_timeout={timeout:g} s") + f"; see {log}"
-        eta = eta_seconds(expected[i + 1:], 0.0, 0.0, done_expected, done_actual)
-        display.finish(f"[{i + 1}/{len(searches)}] {search.label()}: {status.upper()} - "
-                       f"{trials} trials, best {objective} {_num(best)}, "
-                       f"{fmt_seconds(wall)} wall, {cpu:.0f} s CPU"
-                       + (f" ({outcome.message})" if outcome.message else "")
-                       + f" | overall ETA {fmt_seconds(eta)}")
-        outcomes.append(outcome)
-        _write_state(output_dir, searches, outcomes)
-    return outcomes
+def _skipped(search: Search, run_dir: str, log: str, earlier: dict, physics, timeout,
+             objective: str) -> Outcome:
+    before = earlier.get(search.run_name, {})
+    outcome = Outcome(search.run_name, SKIPPED, before.get("returncode"),
+                      float(before.get("wall_seconds") or 0.0),
+                      float(before.get("cpu_seconds") or 0.0), log=log,
+                      message="complete before this run (times from then)")
+    outcome.trials, outcome.best = progress_of(run_dir, objective)
+    outcome.physics = _physics(run_dir, physics, log, timeout)
+    return outcome
 
 
 def _num(value: float | None) -> str:
@@ -356,15 +438,21 @@ def _write_state(output_dir: str, searches: Sequence[Search],
 
 
 def setup_section(experiment: str, budget_node_hours: float, scales: Sequence[int],
-                  outcomes: Sequence[Outcome], wall: float) -> list[str]:
+                  outcomes: Sequence[Outcome], wall: float, seeds: Sequence[int] = (),
+                  concurrency: int = 1) -> list[str]:
     """The report's section on how the comparison was run."""
     cpu = sum(o.cpu_seconds for o in outcomes)
     lines = ["## Comparison setup", "",
              f"Experiment `{experiment}`; scales (worker groups of one rank, one node each): "
-             f"{', '.join(map(str, scales))}. Every search had the same budget of "
-             f"{budget_node_hours:g} node-hours ({budget_node_hours * 3600:g} node-seconds): "
-             "no trial starts after the trials have used it, so every tuner buys its best "
-             "model with the same compute at every scale; trials already running finish.",
+             f"{', '.join(map(str, scales))}; seeds {', '.join(map(str, seeds)) or '-'} per "
+             "tuner and scale (seed s of every tuner: the same data order and the same first "
+             "configurations). Every search had the same budget of "
+             f"{budget_node_hours:g} allocated node-hours ({budget_node_hours * 3600:g} "
+             "node-seconds: every node held from the search's start, idle or not, model "
+             "building, tracing and restores included) and no other limit: no trial starts "
+             "once it is spent, trials already running finish (at most one trial per worker "
+             f"over). {concurrency} search(es) ran side by side, in plan order (seed by seed, "
+             "every tuner), so rivals shared the machine alike.",
              "", f"This run of benchmark.compare: {fmt_seconds(wall)} wall; {cpu:.0f} s CPU "
              "summed over the searches below (a skipped search shows the times of the run "
              "that completed it).", "",
@@ -412,9 +500,13 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     flags.DEFINE_string("output_dir", None, "directory of the comparison (runs, logs, report)")
-    flags.DEFINE_list("scales", ["1", "2"], "worker counts to compare at")
+    flags.DEFINE_list("scales", ["1"], "worker counts to compare at")
     flags.DEFINE_list("tuners", ["random", "hyperband", "asha", "asha_bo"], "tuners to compare")
-    flags.DEFINE_list("seeds", ["1"], "search seeds (one search per tuner, scale and seed)")
+    flags.DEFINE_list("seeds", ["1", "2", "3"], "search seeds (one search per tuner, scale and "
+                      "seed; seed s of every tuner sees the same data order and the same first "
+                      "configurations)")
+    flags.DEFINE_integer("concurrency", 0, "searches run at once (0: as many as the cores hold "
+                         "at the largest scale, one core per worker)", lower_bound=0)
     flags.DEFINE_string("experiment", "compare", "experiment preset of every search")
     flags.DEFINE_float("budget_node_hours", None, "node-hour budget of every search (default: "
                        "the preset's search.node_hour_budget)")
@@ -431,6 +523,15 @@ def _ints(name: str, values: Sequence[str]) -> list[int]:
     if not out or min(out) < 1 or len(set(out)) != len(out):
         raise ValueError(f"--{name}={','.join(values)}: expected distinct integers >= 1")
     return out
+
+
+def auto_concurrency(scales: Sequence[int], requested: int, cores: int | None = None) -> int:
+    """Searches to run at once: ``requested``, or (0) the cores over the largest scale's
+    workers (one core each), at least 1."""
+    if requested:
+        return requested
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(scales))
 
 
 def check_flags() -> tuple[list[Search], float, list[int]]:
@@ -468,18 +569,21 @@ def main(argv: list[str]) -> int:
     output_dir = os.path.abspath(FLAGS.output_dir)
     extra = ([f"--budget_node_hours={FLAGS.budget_node_hours}"]
              if FLAGS.budget_node_hours is not None else [])
+    concurrency = auto_concurrency(scales, FLAGS.concurrency)
     print(f"comparing {len(FLAGS.tuners)} tuner(s) at scale(s) {', '.join(map(str, scales))}: "
-          f"{len(searches)} searches of {budget:g} node-hours each, into {output_dir}",
-          flush=True)
+          f"{len(searches)} searches of {budget:g} allocated node-hours each, {concurrency} at "
+          f"a time, into {output_dir}", flush=True)
     start, cpu0 = time.monotonic(), _children_cpu()
     outcomes = run_searches(
         searches, output_dir, budget_node_hours=budget, timeout=FLAGS.search_timeout,
-        command=lambda s, runs, resume: search_command(s, runs, resume, extra))
+        command=lambda s, runs, resume: search_command(s, runs, resume, extra),
+        concurrency=concurrency)
     wall = time.monotonic() - start
     bad = [o for o in outcomes if o.status in (FAILED, TIMEOUT)]
     code, report_md = write_report(output_dir, FLAGS.experiment,
                                    setup_section(FLAGS.experiment, budget, scales, outcomes,
-                                                 wall))
+                                                 wall, sorted({s.seed for s in searches}),
+                                                 concurrency))
     cpu = _children_cpu() - cpu0
     print(f"{len(outcomes) - len(bad)} of {len(outcomes)} searches ok"
           + (f"; failed: {', '.join(o.run_name for o in bad)}" if bad else "")

@@ -48,6 +48,8 @@ class LaunchConfig(Section):
                                   low=0)
     output_dir: str = param("runs", "parent directory of run directories")
     run_name: str = param("", "run directory name (default: <experiment>-<tuner>-w<workers>-s<seed>)")
+    chief_node: bool = param(False, "the chief holds a node of its own (charged in allocated "
+                             "node-hours); false when it shares a worker's node")
     system: str = param("local", "system profile name (launch/slurm/<system>.env on clusters)")
 
     def check(self) -> None:
@@ -72,8 +74,8 @@ class LaunchConfig(Section):
 
     @property
     def nodes(self) -> int:
-        """Nodes held by the whole search (whole nodes)."""
-        return math.ceil(self.workers * self.nodes_per_worker)
+        """Nodes held by the whole search (whole nodes): the workers' and the chief's own."""
+        return math.ceil(self.workers * self.nodes_per_worker) + int(self.chief_node)
 
 
 SECTIONS: tuple[type[Section], ...] = (DataConfig, ModelConfig, TrainConfig, SearchConfig,

@@ -12,9 +12,11 @@ flagfile or command-line flag (which still win). Registered experiments:
 * ``scaling`` -- the smoke search repeated at several worker counts (``sweep``); each point is
   one run with ``--workers`` set to one of the counts.
 * ``compare`` -- the tuner comparison of ``make run`` (:mod:`benchmark.compare`): the smoke
-  data and a width-8 network, one thread per rank, and the same node-hour budget for every
-  search (trials hold one node each, so two workers spend it in half the wall time); sized so
-  four tuners at two scales take about a quarter of an hour on an idle two-core machine.
+  data and a width-8 network, one thread per rank, and the same budget of allocated
+  node-hours for every search as its only limit (no trial cap; Hyperband iterates until the
+  budget ends it; its ladder starts at ``min_epochs`` like ASHA's); sized so four tuners x
+  three seeds at one scale, two searches at a time, take about a quarter of an hour on an idle
+  two-core machine.
 """
 
 from __future__ import annotations
@@ -79,8 +81,10 @@ _COMPARE: Overrides = {
               "head_num_layers": 1, "num_graph_layers_common": 1,
               "num_graph_layers_energy": 1},
     "train": dict(_SMOKE["train"]),
-    # the node-hour budget is the binding limit; max_trials only caps a very fast machine
-    "search": {**_SMOKE["search"], "max_trials": 24, "node_hour_budget": COMPARE_NODE_HOURS},
+    # the node-hour budget is the only limit of a comparison: no trial cap, and Hyperband
+    # repeats its brackets until the budget ends the search
+    "search": {**_SMOKE["search"], "max_trials": 0, "hyperband_iterations": 0,
+               "node_hour_budget": COMPARE_NODE_HOURS},
     "launch": {"workers": 1, "ranks_per_worker": 1, "ranks_per_node": 1,
                "threads_per_rank": 1},
 }
@@ -100,8 +104,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         + ", ".join(map(str, SCALING_WORKERS)) + ")", _SMOKE,
         sweep={"launch.workers": SCALING_WORKERS}),
     "compare": Experiment(
-        "compare", "all four tuners at workers 1 and 2 with one node-hour budget per search "
-        f"({COMPARE_NODE_HOURS:g}); the comparison of make run", _COMPARE,
+        "compare", "all four tuners with one allocated node-hour budget per search "
+        f"({COMPARE_NODE_HOURS:g}) as the only limit; the comparison of make run", _COMPARE,
         sweep={"launch.workers": (1, 2)}),
 }
 

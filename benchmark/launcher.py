@@ -113,15 +113,20 @@ def _address(text: str) -> tuple[str, int]:
 
 def build_chief(cfg, run_dir: str, search_id: str, *, resume: bool, fv, out=None):
     """The Chief serving ``cfg``'s oracle on ``run_dir`` (params.yaml written by the caller)."""
+    from benchmark import run
+    from tuners.budget import AllocationBudget, earlier_node_hours
     from tuners.chief import Chief
     from tuners.oracles import make_oracle
     from tuners.space import build_space
 
     oracle = make_oracle(cfg.search, build_space(cfg.search.space))
+    # the allocation: every node the search holds from now on, plus earlier segments
+    earlier = earlier_node_hours(os.path.join(run_dir, run.MLLOG_FILE)) if resume else 0.0
+    budget = AllocationBudget(cfg.search.node_hour_budget, cfg.launch.nodes,
+                              earlier_node_hours=earlier)
     return Chief(oracle, search_id=search_id, run_dir=run_dir, resume=resume,
                  lease_timeout=fv.lease_timeout, nodes_per_worker=cfg.launch.nodes_per_worker,
-                 ranks_per_worker=cfg.launch.ranks_per_worker,
-                 node_hour_budget=cfg.search.node_hour_budget,
+                 ranks_per_worker=cfg.launch.ranks_per_worker, budget=budget,
                  default_epochs=cfg.search.max_epochs, progress_interval=fv.progress_interval,
                  worker_wait=fv.worker_wait, out=out)
 
@@ -149,6 +154,8 @@ def finish_chief(cfg, run_dir: str, outcome: str, chief) -> int:
     from mlpf_tf.configbase import atomic_write_text
 
     summary = run.summarize(run_dir, cfg)
+    summary["stopped_by"] = _stopped_by(outcome, chief)
+    summary["allocated_node_hours"] = chief.budget.used()
     atomic_write_text(os.path.join(run_dir, run.BEST_FILE), json.dumps(summary, indent=1) + "\n")
     elapsed = chief.clock() - chief._started
     print(run.format_summary(summary, run_dir, elapsed, cfg.launch.nodes), flush=True)
@@ -176,8 +183,16 @@ def run_chief(cfg, fv) -> int:
         with _stop_on_signals(chief.request_stop):
             outcome = chief.serve()
     finally:
-        mllogger.end("run_stop", None, {"status": outcome})
+        mllogger.end("run_stop", None, {"status": outcome,
+                                        "stopped_by": _stopped_by(outcome, chief)})
     return finish_chief(cfg, run_dir, outcome, chief)
+
+
+def _stopped_by(outcome: str, chief) -> str:
+    """Which limit ended the search (``tuners.oracles.STOP_REASONS``)."""
+    if outcome != "finished":
+        return "aborted"
+    return chief.stop_reason or "space_exhausted"
 
 
 class _stop_on_signals:
@@ -311,7 +326,8 @@ def run_standalone(cfg, fv, argv: Sequence[str]) -> int:
             outcome = chief.serve(address)
     finally:
         stop_process_groups([p for _, p in procs])
-        mllogger.end("run_stop", None, {"status": outcome})
+        mllogger.end("run_stop", None, {"status": outcome,
+                                        "stopped_by": _stopped_by(outcome, chief)})
     failed = [n for n, p in procs if p.returncode not in (0, None, -signal.SIGTERM)]
     if failed:
         print(f"worker group(s) {', '.join(map(str, failed))} failed; see "

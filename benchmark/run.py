@@ -44,6 +44,7 @@ from benchmark.config import (
     write_params,
 )
 from mlpf_tf.configbase import ConfigError, atomic_write_text
+from tuners.budget import AllocationBudget, earlier_node_hours
 from tuners.config import TUNERS
 from tuners.records import TRIALS_FILE, read_records
 
@@ -220,20 +221,29 @@ def run_search(cfg: Config, run_dir: str, search_id: str, *, resume: bool = Fals
     ctx = context if context is not None else distributed.init()
     configure_threads(cfg.train.num_threads or cfg.launch.threads_per_rank, 1)
 
+    budget = None
+    if ctx.is_root:
+        # the allocation starts now: earlier segments of a resumed run are charged too
+        earlier = earlier_node_hours(os.path.join(run_dir, MLLOG_FILE)) if resume else 0.0
+        budget = AllocationBudget(cfg.search.node_hour_budget, cfg.launch.nodes,
+                                  earlier_node_hours=earlier)
     mllogger = _start_run_dir(cfg, run_dir, search_id, resume) if ctx.is_root else None
-    status = "aborted"
+    status, stopped_by, tuner = "aborted", "aborted", None
     try:
         _prepare_data(cfg, ctx)
-        tuner = build_tuner(cfg, run_dir, search_id, ctx, mllogger=mllogger, resume=resume)
+        tuner = build_tuner(cfg, run_dir, search_id, ctx, mllogger=mllogger, resume=resume,
+                            budget=budget)
         tuner.search()
-        status = "success"
+        status, stopped_by = "success", tuner.stop_reason or "space_exhausted"
     finally:
         if mllogger is not None:
-            mllogger.end("run_stop", None, {"status": status})
+            mllogger.end("run_stop", None, {"status": status, "stopped_by": stopped_by})
     trials_run = tuple(tuner.trials_run)
     if not ctx.is_root:
         return SearchResult(None, trials_run)
     summary = summarize(run_dir, cfg)
+    summary["stopped_by"] = stopped_by
+    summary["allocated_node_hours"] = budget.used()
     atomic_write_text(os.path.join(run_dir, BEST_FILE), json.dumps(summary, indent=1) + "\n")
     return SearchResult(summary, trials_run)
 
@@ -248,7 +258,7 @@ def _start_run_dir(cfg: Config, run_dir: str, search_id: str, resume: bool):
 
 def start_mllog(cfg: Config, run_dir: str, search_id: str):
     """Open ``mllog.txt`` (appending) and log the run start with the node accounting."""
-    from benchmark import mllog
+    from tuners import mllog
 
     logger = mllog.MLLogger(os.path.join(run_dir, MLLOG_FILE), namespace=search_id)
     logger.start("run_start", None, {"search_id": search_id})
@@ -278,7 +288,8 @@ def _prepare_data(cfg: Config, ctx) -> None:
 
 
 def build_tuner(cfg: Config, run_dir: str, search_id: str, ctx, *, mllogger=None,
-                resume: bool = False, worker_id: str = "0", train_kwargs: dict | None = None):
+                resume: bool = False, worker_id: str = "0", train_kwargs: dict | None = None,
+                budget=None):
     """The HorovodTuner of this rank for ``cfg`` (oracle, hypermodel, runner, recorder)."""
     from tuners.horovod_tuner import HorovodTuner
     from tuners.hypermodel import MLPFHyperModel
@@ -295,12 +306,16 @@ def build_tuner(cfg: Config, run_dir: str, search_id: str, ctx, *, mllogger=None
                          default_epochs=cfg.search.max_epochs, train_kwargs=train_kwargs)
     hypermodel = MLPFHyperModel(cfg.model, cfg.train, space=cfg.search.space)
     return HorovodTuner(oracle, runner, hypermodel=hypermodel, directory=run_dir, context=ctx,
-                        node_hour_budget=cfg.search.node_hour_budget,
-                        epoch_budget=cfg.search.epoch_budget, overwrite=not resume)
+                        budget=budget, epoch_budget=cfg.search.epoch_budget,
+                        overwrite=not resume)
 
 
 def summarize(run_dir: str, cfg: Config) -> dict[str, Any]:
-    """Best trial and costs of a run, from its ``trials.jsonl`` (what ``best.json`` holds)."""
+    """Best trial and costs of a run, from its ``trials.jsonl`` (what ``best.json`` holds).
+
+    A trial's result is its objective at its last epoch (the ``trial_end`` metrics: the epoch
+    whose weights its checkpoint holds), as every oracle and report ranks it.
+    """
     path = os.path.join(run_dir, TRIALS_FILE)
     ends = [r for r in read_records(path) if r["event"] == "trial_end"] if os.path.exists(
         path) else []

@@ -10,7 +10,7 @@ gets a run directory ``sim-<tuner>-w<workers>-s<seed>`` that the reports read li
 ``trials.jsonl``  trial_start / epoch / trial_end records (:mod:`tuners.records`) with
                   ``"simulated": true``; ``time`` is the simulated second since the start plus
                   :data:`SIM_EPOCH` (a fixed unix time, so reruns write identical files);
-``mllog.txt``     the MLCommons-style log (:mod:`benchmark.mllog`): run_start/run_stop,
+``mllog.txt``     the MLCommons-style log (:mod:`tuners.mllog`): run_start/run_stop,
                   number_of_nodes, trial_start/trial_stop, epoch_start/epoch_stop, eval_loss;
 ``simulation.json``  the run's summary (makespan, busy fraction, best-so-far curve, ...).
 Files are written whole and atomically at the end of each run.
@@ -57,11 +57,11 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
-from benchmark import mllog
 from benchmark.config import Config, LaunchConfig, write_params
 from benchmark.curves import Surrogate, configuration, load_curves
 from benchmark.simcluster import SimCluster, SimResult, TrialRun, quiet_oracle
 from mlpf_tf.configbase import ConfigError, atomic_write_text
+from tuners import mllog
 from tuners.config import TUNERS, SearchConfig
 from tuners.records import SCHEMA_VERSION, TRIALS_FILE
 

@@ -1,8 +1,8 @@
 """Turn search run directories into a Markdown report with CSV tables and PNG plots.
 
     python -m reports.report --runs runs/exp1 runs/exp2 --out reports_out [--target_loss 1.2]
-        [--scale nodes|workers] [--axis trial|allocated] [--baseline_tuner random]
-        [--experiment NAME]
+        [--target_quantile 0.5] [--scale nodes|workers] [--axis allocated|trial]
+        [--baseline_tuner random] [--experiment NAME]
 
 ``--runs`` takes run directories or directories holding run directories. Writes into
 ``--out``: ``report.md``, ``runs.csv`` (one row per run), ``summary.csv`` (tuner x scale),
@@ -75,19 +75,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run directories, or directories that hold run directories")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--target_loss", type=float, default=None,
-                   help="target validation loss (default: median best loss of the baseline "
-                        "tuner at each scale)")
+                   help="target validation loss (default: the --target_quantile of the pooled "
+                        "final losses of all runs at each scale)")
+    p.add_argument("--target_quantile", type=float, default=tables.TARGET_QUANTILE,
+                   help="quantile of the pooled final losses that sets the default target")
     p.add_argument("--scale", choices=tables.SCALES, default="nodes",
                    help="what a scale is: nodes held or concurrent workers")
-    p.add_argument("--axis", choices=tuple(tables.AXES), default="trial",
-                   help="node-hours for budgets and anytime curves: trial or allocated")
+    p.add_argument("--axis", choices=tuple(tables.AXES), default=tables.DEFAULT_AXIS,
+                   help="node-hours for budgets and anytime curves: allocated (every node "
+                        "held, idle or not; the budget's axis) or trial (busy epochs only)")
     p.add_argument("--baseline_tuner", default="random",
                    help="tuner that sets the default target and the speedup baseline")
     p.add_argument("--experiment", default=None,
                    help="experiment to report (default: the one with most runs)")
     p.add_argument("--jet_ptmin", type=float, default=physics.DEFAULT_JET_PTMIN,
                    help="minimum jet pT in GeV for the jet response")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0.0 < args.target_quantile < 1.0:
+        p.error(f"--target_quantile={args.target_quantile}: must be in (0, 1)")
+    return args
 
 
 def _physics_section(best: Run | None, out: str, args, notes: list[str]) -> list[str]:
@@ -132,16 +138,93 @@ def _physics_section(best: Run | None, out: str, args, notes: list[str]) -> list
     return lines
 
 
-def _target_label(chosen: dict, baseline: str) -> str:
+def _target_label(chosen: dict, q: float) -> str:
     """Legend text for the target line, from how the targets were chosen."""
     how = {h for _, h in chosen.values()}
     if how == {"--target_loss"}:
         return "target (--target_loss)"
-    if all(h.startswith("median best loss of") for h in how):
-        return f"target: median best loss of {baseline}"
-    if all(h.startswith("no ") for h in how):
-        return f"target: worst tuner median (no {baseline} run)"
-    return "target loss (chosen per panel, see report)"
+    return f"target: {q:g} quantile of pooled final losses"
+
+
+def fmt_ci(row, name: str, digits: int = 3) -> str:
+    """``median [low, high]`` of a summary figure with its bootstrap 95% interval."""
+    point, lo, hi = (row[name], row[f"{name}_lo"], row[f"{name}_hi"])
+    if isinstance(point, float) and math.isnan(point):
+        return "-"
+    return f"{_end(point, digits)} [{_end(lo, digits)}, {_end(hi, digits)}]"
+
+
+def _end(value: float, digits: int) -> str:
+    value = float(value)
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return fmt(value, digits)
+
+
+def _to_target_cell(row) -> str:
+    """Node-hours to target: median [interval] and how many seeds reached it; 'not reached
+    (k of n)' when the median is not finite (never averaged as 0)."""
+    k, n = int(row["reached"]), int(row["seeds"])
+    if not math.isfinite(row["node_hours_to_target"]):
+        return f"not reached ({k} of {n})"
+    return f"{fmt_ci(row, 'node_hours_to_target')} ({k} of {n})"
+
+
+def _speedup_cell(row, baseline: str) -> str:
+    name = f"speedup_vs_{baseline}"
+    pairs = int(row["speedup_pairs"])
+    if not pairs:
+        return "- (no seed pair reached)"
+    return f"{fmt_ci(row, name)} ({pairs} pairs)"
+
+
+def headline_table(summary: pd.DataFrame, baseline: str) -> str:
+    """Tuner x scale: every figure as median over seeds with its bootstrap 95% interval."""
+    loss_cols = [c for c in summary.columns if c.startswith("loss_at_") and
+                 not c.endswith(("_lo", "_hi"))]
+    head = (["tuner", "scale", "n", "final loss"] + [c.replace("loss_at_", "loss at ")
+                                                     .replace("pct", "%") for c in loss_cols]
+            + ["node-hours to target (reached)", f"speedup vs {baseline}", "stopped by"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, row in summary.iterrows():
+        cells = [str(row["tuner"]), fmt(row["scale"]), str(int(row["seeds"])),
+                 fmt_ci(row, "final_loss")] + [fmt_ci(row, c) for c in loss_cols] + [
+            _to_target_cell(row), _speedup_cell(row, baseline), str(row["stopped_by"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def verdict(summary: pd.DataFrame, baseline: str) -> str:
+    """One paragraph: what these runs can and cannot support."""
+    parts = []
+    seeds = sorted({int(n) for n in summary["seeds"]})
+    scales = sorted({float(s) for s in summary["scale"]})
+    for scale in scales:
+        rows = summary[summary["scale"] == scale]
+        separated = []
+        for _, a in rows.iterrows():
+            for _, b in rows.iterrows():
+                if a["final_loss_hi"] < b["final_loss_lo"]:
+                    separated.append(f"{a['tuner']} below {b['tuner']}")
+        speed = [f"{r['tuner']} ({fmt_ci(r, f'speedup_vs_{baseline}')})"
+                 for _, r in rows.iterrows() if not tables.is_tuner(r["tuner"], baseline)
+                 and r["speedup_pairs"] and (r[f"speedup_vs_{baseline}_lo"] > 1
+                                             or r[f"speedup_vs_{baseline}_hi"] < 1)]
+        if separated:
+            text = (f"at scale {fmt(scale)} the 95% intervals of the final loss separate "
+                    + ", ".join(separated))
+        else:
+            text = (f"at scale {fmt(scale)} the 95% intervals of the final loss of all tuners "
+                    "overlap, so these runs do not rank the tuners by final loss")
+        text += ("; speedups whose interval excludes 1: " + ", ".join(speed) if speed
+                 else f"; no speedup vs {baseline} has an interval that excludes 1")
+        parts.append(text)
+    n_text = "/".join(map(str, seeds))
+    return (f"What these runs support: with {n_text} seed(s) per tuner and scale, "
+            + "; ".join(parts) + ". They say nothing about scales not run "
+            f"(run: {', '.join(fmt(s) for s in scales)}), and a ranking at this budget and "
+            "model size need not hold at another; intervals from fewer than 5 seeds are coarse "
+            "(a bootstrap over 3 values can only take those values).")
 
 
 def _baseline_name(runs: list[Run], baseline: str) -> str:
@@ -171,10 +254,6 @@ def _side_by_side(classes: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return wide.loc[order].reset_index()
 
 
-SUMMARY_COLUMNS = ["tuner", "scale", "seeds", "best_loss_median", "best_loss_iqr", "target_loss",
-                   "reached", "node_hours_to_target", "node_hours_to_target_iqr"]
-
-
 def run(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
@@ -201,32 +280,39 @@ def run(argv: list[str] | None = None) -> int:
     else:
         if any(r.simulated for r in kept):
             md += ["_Runs marked `simulated` were replayed on a simulated cluster._", ""]
-        summary = tables.summary_table(kept, args.scale, args.axis, baseline, args.target_loss)
+        q = args.target_quantile
+        summary = tables.summary_table(kept, args.scale, args.axis, baseline, args.target_loss,
+                                       target_quantile=q)
         runs_df = tables.run_table(kept, args.scale)
-        scaling = tables.scaling_table(kept, args.scale, args.axis, baseline, args.target_loss)
+        scaling = tables.scaling_table(kept, args.scale, args.axis, baseline, args.target_loss,
+                                       target_quantile=q)
         curves = tables.anytime_curves(kept, args.scale, args.axis)
-        chosen = tables.target_losses(kept, args.scale, baseline, args.target_loss)
+        chosen = tables.target_losses(kept, args.scale, args.target_loss, q)
         targets = {s: t for s, (t, _) in chosen.items()}
         for name, df in (("summary", summary), ("runs", runs_df), ("scaling", scaling),
                          ("anytime", curves)):
             write_csv(df, os.path.join(out, f"{name}.csv"))
         objective = kept[0].objective
-        md += ["## Best loss and node-hours to target (tuner x scale)", "",
-               "Target loss per scale: " + "; ".join(
+        md += ["## Final loss and node-hours to target (tuner x scale)", "",
+               f"Every figure is the median over n seeds with its bootstrap 95% interval in "
+               f"brackets, on {args.axis} node-hours. A trial's result is its "
+               f"{objective} at its last epoch; a run's final loss is its best trial result. "
+               "Target loss per scale, fixed by a rule before looking at any tuner: " + "; ".join(
                    f"{fmt(sc)} {args.scale}: {fmt(t)} ({how})" for sc, (t, how) in
-                   sorted(chosen.items())) + ".", "",
-               markdown_table(summary, SUMMARY_COLUMNS + [f"speedup_vs_{baseline}"]), "",
-               "## Loss at fixed budgets, compute and trials", "",
-               markdown_table(summary, ["tuner", "scale", "budget_node_hours"]
-                              + [c for c in summary.columns if c.startswith("loss_at_")]
-                              + ["trial_node_hours", "allocated_node_hours", "wall_hours",
-                                 "trials_started", "trials_completed", "trials_failed"]), ""]
+                   chosen.items()) + ".", "",
+               headline_table(summary, baseline), "", verdict(summary, baseline), "",
+               "## Compute, utilisation and trials", "",
+               markdown_table(summary, ["tuner", "scale", "seeds", "budget_node_hours",
+                                        "allocated_node_hours", "trial_node_hours",
+                                        "utilisation", "wall_hours", "best_epoch_loss",
+                                        "trials_started", "trials_completed",
+                                        "trials_failed"]), ""]
         if len(curves) and curves["median"].map(math.isfinite).any():
             plots.anytime_plot(curves, os.path.join(out, "anytime.png"), axis=args.axis,
                                scale_name=args.scale, targets=targets, objective=objective,
                                title=f"{experiment}: best {objective} so far vs node-hours",
                                baseline=_baseline_name(kept, baseline),
-                               target_label=_target_label(chosen, baseline))
+                               target_label=_target_label(chosen, q))
             md += ["## Anytime performance", "", "![anytime](anytime.png)", ""]
         md += ["## Scaling", "", markdown_table(scaling), ""]
         if scaling["scale"].nunique() > 1 and scaling["wall_hours_to_target"].map(
@@ -238,18 +324,33 @@ def run(argv: list[str] | None = None) -> int:
         best = min(with_physics, key=lambda r: r.best_loss) if with_physics else None
         md += _physics_section(best, out, args, notes)
         md += ["## Runs", "", markdown_table(runs_df, [
-            "search_id", "tuner", "seed", "scale", "best_loss", "trial_node_hours",
-            "allocated_node_hours", "utilisation", "wall_hours", "trials_started",
-            "trials_completed", "trials_failed", "timing_source"]), ""]
+            "search_id", "tuner", "seed", "scale", "best_loss", "best_epoch_loss", "stopped_by",
+            "allocated_node_hours", "trial_node_hours", "utilisation", "setup_seconds",
+            "trace_seconds", "wall_hours", "trials_started", "trials_completed",
+            "trials_failed", "timing_source"]), ""]
         md += ["## Definitions", "",
-               "- trial node-hours: sum over epochs of epoch wall seconds x nodes / 3600;",
-               "- allocated node-hours: run wall time x nodes held (from mllog); the difference "
-               "is idle time of held nodes; utilisation = trial / allocated;",
-               f"- target loss: {'given by --target_loss' if args.target_loss is not None else f'median over seeds of the best loss of {baseline} at each scale'};"
-               " node-hours to target counts runs that never reach it as infinite "
-               "('not reached' unless more than half of the seeds reach it);",
-               f"- speedup_vs_{baseline}: median node-hours to target of {baseline} / tuner;",
-               "- scaling uses one target for all scales (the loosest per-scale target); "
+               "- result of a trial: its objective at its last epoch (the epoch its checkpoint "
+               "holds), as the oracles rank it; final loss of a run: its best trial result; "
+               "best_epoch_loss (secondary): the best objective of any epoch, which may belong "
+               "to no saved model;",
+               "- allocated node-hours (the headline axis and the budget's): run wall time x "
+               "every node held, the chief's own node included when it has one (from mllog); "
+               "trial node-hours: sum over epochs of epoch wall seconds x nodes / 3600; "
+               "utilisation = trial / allocated; setup_seconds: trial start to first epoch "
+               "(build, data, restore), trace_seconds: first epoch minus the median later one;",
+               "- target loss: " + ("given by --target_loss" if args.target_loss is not None
+                                     else f"the {q:g} quantile of the pooled final losses of "
+                                     "all runs at each scale") + "; node-hours to target counts "
+               "runs that never reach it as infinite ('not reached (k of n)' when the median "
+               "is not finite, never averaged as 0);",
+               f"- speedup vs {baseline}: per seed, {baseline}'s node-hours to target / the "
+               "tuner's (paired: seed s of every tuner sees the same data order and first "
+               "configurations); seeds where neither reached it have no ratio;",
+               "- intervals: bootstrap 95% percentile intervals of the median over seeds "
+               f"({tables.stats.RESAMPLES} resamples);",
+               "- stopped by: the limit that ended each search (node_hour_budget in a fair "
+               "comparison);",
+               "- scaling uses one target for all scales (the pooled target over all runs); "
                "efficiency = speedup / (scale / smallest scale).", ""]
     for text in notes:
         print(f"warning: {text}", file=sys.stderr)

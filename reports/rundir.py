@@ -14,7 +14,7 @@ What a run directory must hold for the reports (written by the search runner, ra
 ``trials.jsonl`` (required; schema in :mod:`tuners.records`)
   ``epoch`` records give the objective after each epoch and the epoch's ``wall_seconds`` and
   ``nodes``; ``trial_start`` / ``trial_end`` give the trial counts.
-``mllog.txt`` or ``mllog.jsonl`` (expected; format in :mod:`benchmark.mllog`)
+``mllog.txt`` or ``mllog.jsonl`` (expected; format in :mod:`tuners.mllog`)
   ``run_start`` / ``run_stop`` and ``number_of_nodes`` give the run wall time and the allocated
   node-hours. Without it the run is still reported, with a warning naming the missing file:
   the run then spans from its first ``trial_start`` to its last record, on ``launch.nodes``.
@@ -27,10 +27,12 @@ Node-hour accounting (both are reported):
     trials including model building and checkpointing between epochs;
   * allocated node-hours: run wall time x nodes held, from the log - includes idle workers
     (waiting for a synchronous rung, start-up, the oracle) and so is what a search costs.
-The anytime curve of a run is the best-so-far objective after each epoch record against both
-axes; the allocated axis at an epoch is the node-hours held from ``run_start`` until the epoch
-record's ``time``. Epochs with a non-finite objective (diverged) count node-hours but never
-improve the best.
+A trial's result is its objective at its last epoch (the ``trial_end`` metrics of a COMPLETED
+trial: the epoch whose weights its checkpoint holds), as the oracles rank it. The anytime curve
+of a run is the best-so-far result after each trial end, against both axes; the allocated axis
+at a trial end is the node-hours held from ``run_start`` until the record's ``time``. The best
+objective of any epoch is kept only as a secondary column (``best_epoch_loss``). Epochs with a
+non-finite objective (diverged) count node-hours but never improve the best.
 
 Robustness: a truncated or unreadable line in ``trials.jsonl`` or the log, a missing required
 file, records of another ``search_id`` inside a run, or two directories with the same
@@ -53,7 +55,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmark import mllog
+from tuners import mllog
 from tuners.records import TRIALS_FILE, read_records
 
 PARAMS_FILE = "params.yaml"
@@ -89,6 +91,9 @@ class Run:
     timing_source: str                # "mllog" or "trials.jsonl (no mllog)"
     run_start: float                  # unix seconds
     mllog_trial_node_hours: float     # from trial_start/trial_stop log intervals (NaN if none)
+    results: pd.DataFrame = dataclasses.field(default_factory=lambda: _result_frame([], "", 0.0,
+                                                                                   None, 1.0))
+    stopped_by: str = "unknown"       # the limit that ended the search (log's run_stop)
     warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -97,8 +102,26 @@ class Run:
 
     @property
     def best_loss(self) -> float:
+        """The best trial result: the smallest objective a completed trial ended with (its last
+        epoch, whose weights its checkpoint holds)."""
+        finite = self.results["objective"][np.isfinite(self.results["objective"])]
+        return float(finite.min()) if len(finite) else math.nan
+
+    @property
+    def best_epoch_loss(self) -> float:
+        """Secondary: the smallest objective of any epoch of any trial, which may belong to no
+        saved model (a trial that dipped and ended worse)."""
         finite = self.epochs["objective"][np.isfinite(self.epochs["objective"])]
         return float(finite.min()) if len(finite) else math.nan
+
+    def setup_seconds(self) -> float:
+        """Sum over ended trials of their set-up seconds (build, data, restore; NaN if none
+        recorded)."""
+        return _sum_column(self.trials, "setup_seconds")
+
+    def trace_seconds(self) -> float:
+        """Sum over ended trials of their estimated tracing seconds (NaN if none recorded)."""
+        return _sum_column(self.trials, "trace_seconds")
 
     @property
     def trial_end_node_hours(self) -> float:
@@ -188,10 +211,65 @@ def _epoch_frame(records: list[dict], objective: str, run_start: float,
 def _trial_frame(records: list[dict]) -> pd.DataFrame:
     rows = [{"event": r["event"], "trial_id": str(r.get("trial_id")), "status": r.get("status"),
              "time": r.get("time"), "worker_id": r.get("worker_id"),
-             "node_hours": r.get("node_hours")}
+             "node_hours": r.get("node_hours"), "setup_seconds": r.get("setup_seconds"),
+             "trace_seconds": r.get("trace_seconds")}
             for r in records if r.get("event") in ("trial_start", "trial_end")]
     return pd.DataFrame(rows, columns=["event", "trial_id", "status", "time", "worker_id",
-                                       "node_hours"])
+                                       "node_hours", "setup_seconds", "trace_seconds"])
+
+
+def _sum_column(frame: pd.DataFrame, column: str) -> float:
+    values = pd.to_numeric(frame.loc[frame["event"] == "trial_end", column],
+                           errors="coerce").dropna()
+    return float(values.sum()) if len(values) else math.nan
+
+
+def _result_frame(records: list[dict], objective: str, run_start: float,
+                  timing: mllog.RunTiming | None, nodes_held: float,
+                  epochs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per COMPLETED trial_end: the trial's result (objective at its last epoch) and
+    when it was known, on both node-hour axes; ``best_so_far`` over the results in time order.
+
+    This is the curve every table and plot uses: at any moment the best model a search can
+    hand over is the best checkpoint of an ended trial.
+    """
+    rows = []
+    for r in records:
+        if r.get("event") != "trial_end" or r.get("status") != "COMPLETED":
+            continue
+        try:
+            value = float((r.get("metrics") or {}).get(objective))
+        except (TypeError, ValueError):
+            value = math.nan
+        rows.append({"trial_id": str(r.get("trial_id")), "time": float(r.get("time", math.nan)),
+                     "epochs": r.get("epochs"), "objective": value})
+    cols = ["trial_id", "time", "epochs", "objective"]
+    df = pd.DataFrame(rows, columns=cols).astype({"time": float, "objective": float})
+    df = df.sort_values("time", kind="stable").reset_index(drop=True)
+    df["best_so_far"] = df["objective"].where(np.isfinite(df["objective"])).cummin()
+    if timing is not None:
+        df["alloc_node_hours"] = [timing.allocated_node_hours_until(t) for t in df["time"]]
+        df["elapsed_seconds"] = [timing.elapsed_seconds(t) for t in df["time"]]
+    else:
+        df["elapsed_seconds"] = (df["time"] - run_start).clip(lower=0.0)
+        df["alloc_node_hours"] = df["elapsed_seconds"] * nodes_held / 3600.0
+    if epochs is not None and len(epochs):
+        times = epochs["time"].to_numpy(dtype=float)
+        cum = epochs["cum_trial_node_hours"].to_numpy(dtype=float)
+        idx = np.searchsorted(times, df["time"].to_numpy(dtype=float), side="right") - 1
+        df["cum_trial_node_hours"] = np.where(idx >= 0, cum[np.clip(idx, 0, None)], 0.0)
+    else:
+        df["cum_trial_node_hours"] = 0.0
+    return df
+
+
+def _stopped_by(events: list) -> str:
+    """The ``stopped_by`` of the log's last run_stop ('unknown' if it has none)."""
+    stops = [e for e in events if e.key == mllog.RUN_STOP]
+    if not stops:
+        return "unknown"
+    meta = stops[-1].metadata or {}
+    return str(meta.get("stopped_by") or meta.get("status") or "unknown")
 
 
 def read_run(path: str | os.PathLike) -> Run | None:
@@ -244,7 +322,7 @@ def read_run(path: str | os.PathLike) -> Run | None:
     budget = float(budget) if budget else math.nan
     objective = str(_get(params, "search.objective", "val_loss") or "val_loss")
 
-    timing = None
+    timing, stopped_by = None, "unknown"
     log_path = mllog.find_mllog(path)
     if log_path is None:
         _warn(messages, f"{os.path.join(path, mllog.MLLOG_FILES[0])}: missing; run wall time "
@@ -252,6 +330,7 @@ def read_run(path: str | os.PathLike) -> Run | None:
     else:
         try:
             events, caught = _collect(mllog.read_mllog, log_path)
+            stopped_by = _stopped_by(events)
             timing, more = _collect(lambda ev: mllog.run_timing(ev, log_path, nodes), events)
             for text in caught + more:
                 _warn(messages, text)
@@ -274,16 +353,17 @@ def read_run(path: str | os.PathLike) -> Run | None:
         wall = (max(times) - run_start) if times else 0.0
         allocated, source, log_nh = wall * nodes / 3600.0, "trials.jsonl (no mllog)", math.nan
 
+    epochs = _epoch_frame(records, objective, run_start, timing, nodes)
     return Run(path=path, experiment=str(params.get("experiment") or "unnamed"),
                search_id=search_id, tuner=str(tuner), seed=_get(params, "search.seed"),
                workers=workers, nodes=nodes, ranks_per_worker=rpw, ranks_per_node=rpn,
                budget_node_hours=budget, objective=objective,
                simulated=bool(params.get("simulated", False)), params=params,
-               epochs=_epoch_frame(records, objective, run_start, timing, nodes),
-               trials=_trial_frame(records), wall_seconds=float(wall),
+               epochs=epochs, trials=_trial_frame(records), wall_seconds=float(wall),
                allocated_node_hours=float(allocated), timing_source=source,
                run_start=float(run_start), mllog_trial_node_hours=float(log_nh),
-               warnings=messages)
+               results=_result_frame(records, objective, run_start, timing, nodes, epochs),
+               stopped_by=stopped_by, warnings=messages)
 
 
 def find_run_dirs(roots: Iterable[str | os.PathLike]) -> list[str]:

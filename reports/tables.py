@@ -1,26 +1,29 @@
 """Tables of search quality versus compute, from runs read by :mod:`reports.rundir`.
 
 Definitions (the report repeats them):
+  * result of a trial: its objective at its last epoch (the epoch whose weights its checkpoint
+    holds), as every oracle ranks it; a run's final loss is its best trial result;
   * scale: ``nodes`` (nodes held, default) or ``workers`` (concurrent trials) of a run;
-  * axis: which node-hours the budget columns use - ``trial`` (sum of epoch wall x nodes) or
-    ``allocated`` (run wall x nodes held, from the log);
-  * best loss: the smallest finite objective of any epoch of the run; median and the
-    interquartile range (IQR = q75 - q25, linear interpolation) over the runs (seeds) of a
-    tuner at a scale;
-  * target loss at a scale: ``--target_loss`` if given, else the median over seeds of the best
-    loss the baseline tuner (Random Search) reaches with its whole run at that scale; if that
-    tuner has no run at the scale, the largest median best loss of the tuners there;
-  * node-hours to target: the cumulative node-hours (axis) of the first epoch whose best-so-far
-    reaches the target; a run that never reaches it counts as infinite, so a median is finite
-    only if more than half of the seeds got there ("reached" says how many did);
-  * speedup: median node-hours to target of the baseline tuner / that of the tuner;
-  * loss at f of the budget: best-so-far at cumulative node-hours <= f x budget, where budget is
-    ``search.node_hour_budget`` or, without one, the smallest total node-hours (axis) of the
-    runs at that scale (so every run covers it); infinite if no epoch had finished by then;
+  * axis: which node-hours budgets and curves use - ``allocated`` (default: run wall time x
+    every node held, idle or not, from the log; what the budget is charged on) or ``trial``
+    (sum of epoch wall x nodes: a utilisation view that leaves set-up and idle time out);
+  * target loss at a scale: ``--target_loss`` if given, else the ``target_quantile`` (default
+    0.5) of the pooled final losses of every run at that scale (all tuners, all seeds): a rule
+    fixed in advance that no single tuner's run decides;
+  * node-hours to target: the node-hours (axis) at the first trial end whose best-so-far result
+    reaches the target; a run that never reaches it counts as +inf ("not reached"), never as 0;
+  * loss at f of the budget: best-so-far result at node-hours <= f x budget, where budget is
+    ``search.node_hour_budget`` or, without one, the smallest total node-hours (axis) of the runs
+    at that scale; +inf if no trial had ended by then;
+  * every per-seed figure is summarised by its median over seeds with a bootstrap 95% interval
+    (:mod:`reports.stats`; ``n`` = seeds);
+  * speedup vs the baseline: per seed, the paired ratio baseline node-hours to target / tuner's
+    (seed s of every tuner sees the same data order and first configurations); a seed where
+    neither reached the target has no ratio; median and interval over the seeds with one;
   * trials started / completed / failed: median over seeds of the per-run counts;
-  * scaling: one target for all scales of a tuner (``--target_loss`` or the loosest per-scale
-    target) so times are comparable; speedup(N) = T(N0) / T(N) for the wall hours T to reach it
-    at the smallest scale N0, efficiency(N) = speedup(N) / (N / N0).
+  * scaling: one target for all scales of a tuner (``--target_loss`` or the pooled target over
+    all scales) so times are comparable; speedup(N) = T(N0) / T(N) for the median wall hours T
+    to reach it at the smallest scale N0, efficiency(N) = speedup(N) / (N / N0).
 """
 
 from __future__ import annotations
@@ -31,9 +34,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from reports import stats
 from reports.rundir import Run
 
-AXES = {"trial": "cum_trial_node_hours", "allocated": "alloc_node_hours"}
+AXES = {"allocated": "alloc_node_hours", "trial": "cum_trial_node_hours"}
+DEFAULT_AXIS = "allocated"
+#: quantile of the pooled final losses that sets the default target
+TARGET_QUANTILE = 0.5
 SCALES = ("nodes", "workers")
 DEFAULT_FRACTIONS = (0.25, 0.5, 1.0)
 # A loss "reaches" a target within this relative tolerance, so a target that is an interpolated
@@ -41,24 +48,8 @@ DEFAULT_FRACTIONS = (0.25, 0.5, 1.0)
 TARGET_TOLERANCE = 1e-9
 
 
-def quantile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile that allows +inf (inf beyond it stays inf); NaN if empty."""
-    v = np.sort(np.asarray([x for x in values if not (isinstance(x, float) and math.isnan(x))],
-                           dtype=float))
-    if v.size == 0:
-        return math.nan
-    pos = q * (v.size - 1)
-    lo, hi = int(math.floor(pos)), int(math.ceil(pos))
-    frac = pos - lo
-    if frac == 0.0 or v[lo] == v[hi]:
-        return float(v[lo])
-    if math.isinf(v[hi]) or math.isinf(v[lo]):
-        return math.inf
-    return float(v[lo] + (v[hi] - v[lo]) * frac)
-
-
-def median(values: Sequence[float]) -> float:
-    return quantile(values, 0.5)
+quantile = stats.quantile
+median = stats.median
 
 
 def iqr(values: Sequence[float]) -> float:
@@ -88,20 +79,21 @@ def is_tuner(name: str, baseline: str) -> bool:
     return norm(name) == norm(baseline)
 
 
-def time_to_target(run: Run, target: float, axis: str = "trial") -> tuple[float, float]:
-    """(node-hours on ``axis``, wall hours since run start) when best-so-far first <= target."""
-    ep = run.epochs
-    hit = ep.index[ep["best_so_far"] <= target + TARGET_TOLERANCE * abs(target)]
+def time_to_target(run: Run, target: float, axis: str = DEFAULT_AXIS) -> tuple[float, float]:
+    """(node-hours on ``axis``, wall hours since run start) at the first trial end whose
+    best-so-far result reaches ``target``; (inf, inf) if none does."""
+    res = run.results
+    hit = res.index[res["best_so_far"] <= target + TARGET_TOLERANCE * abs(target)]
     if len(hit) == 0 or not math.isfinite(target):
         return math.inf, math.inf
-    row = ep.loc[hit[0]]
+    row = res.loc[hit[0]]
     return float(row[_axis(axis)]), float(row["elapsed_seconds"]) / 3600.0
 
 
-def loss_at(run: Run, node_hours: float, axis: str = "trial") -> float:
-    """Best-so-far objective after ``node_hours`` on ``axis``; inf if nothing had finished."""
-    ep = run.epochs
-    done = ep[ep[_axis(axis)] <= node_hours + 1e-12]
+def loss_at(run: Run, node_hours: float, axis: str = DEFAULT_AXIS) -> float:
+    """Best trial result known after ``node_hours`` on ``axis``; inf if no trial had ended."""
+    res = run.results
+    done = res[res[_axis(axis)] <= node_hours + 1e-12]
     value = done["best_so_far"].min() if len(done) else math.nan
     return float(value) if np.isfinite(value) else math.inf
 
@@ -119,6 +111,7 @@ def run_table(runs: Sequence[Run], scale: str = "nodes") -> pd.DataFrame:
             "experiment": r.experiment, "search_id": r.search_id, "tuner": r.tuner,
             "seed": r.seed, "scale": scale_of(r, scale), "nodes": r.nodes,
             "workers": r.workers, "best_loss": r.best_loss,
+            "best_epoch_loss": r.best_epoch_loss, "stopped_by": r.stopped_by,
             "trial_node_hours": r.trial_node_hours,
             "trial_end_node_hours": r.trial_end_node_hours,
             "allocated_node_hours": r.allocated_node_hours,
@@ -129,32 +122,41 @@ def run_table(runs: Sequence[Run], scale: str = "nodes") -> pd.DataFrame:
             "budget_node_hours": r.budget_node_hours,
             "trials_started": counts["started"], "trials_completed": counts["completed"],
             "trials_failed": counts["failed"], "trials_invalid": counts["invalid"],
-            "epochs": len(r.epochs), "timing_source": r.timing_source, "path": r.path,
+            "epochs": len(r.epochs), "setup_seconds": r.setup_seconds(),
+            "trace_seconds": r.trace_seconds(),
+            "timing_source": r.timing_source, "path": r.path,
         })
     return pd.DataFrame(rows)
 
 
-def target_losses(runs: Sequence[Run], scale: str = "nodes", baseline: str = "random",
-                  target_loss: float | None = None) -> dict[float, tuple[float, str]]:
-    """scale -> (target loss, how it was chosen)."""
-    by_scale: dict[float, list[Run]] = {}
+def _by_scale(runs: Sequence[Run], scale: str) -> dict[float, list[Run]]:
+    out: dict[float, list[Run]] = {}
     for r in runs:
-        by_scale.setdefault(scale_of(r, scale), []).append(r)
+        out.setdefault(scale_of(r, scale), []).append(r)
+    return dict(sorted(out.items()))
+
+
+def pooled_target(runs: Sequence[Run], q: float = TARGET_QUANTILE) -> float:
+    """The ``q`` quantile of the final losses of ``runs`` (every tuner and seed); NaN if none
+    is finite."""
+    finals = [r.best_loss for r in runs if math.isfinite(r.best_loss)]
+    return quantile(finals, q) if finals else math.nan
+
+
+def target_losses(runs: Sequence[Run], scale: str = "nodes", target_loss: float | None = None,
+                  q: float = TARGET_QUANTILE) -> dict[float, tuple[float, str]]:
+    """scale -> (target loss, the rule that chose it)."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"--target_quantile={q!r}: must be in (0, 1)")
     out = {}
-    for s, group in sorted(by_scale.items()):
+    for s, group in _by_scale(runs, scale).items():
         if target_loss is not None:
             out[s] = (float(target_loss), "--target_loss")
             continue
-        base = [r.best_loss for r in group if is_tuner(r.tuner, baseline)]
-        if base and math.isfinite(median(base)):
-            out[s] = (median(base), f"median best loss of {baseline} at this scale")
-            continue
-        per_tuner: dict[str, list[float]] = {}
-        for r in group:
-            per_tuner.setdefault(r.tuner, []).append(r.best_loss)
-        medians = [median(v) for v in per_tuner.values() if math.isfinite(median(v))]
-        out[s] = ((max(medians), f"no {baseline} run: loosest tuner median")
-                  if medians else (math.nan, "no finite loss"))
+        n = sum(math.isfinite(r.best_loss) for r in group)
+        target = pooled_target(group, q)
+        out[s] = ((target, f"{q:g} quantile of the final losses of all {n} runs at this scale")
+                  if math.isfinite(target) else (math.nan, "no finite loss"))
     return out
 
 
@@ -165,78 +167,86 @@ def _budget(group: Sequence[Run], axis: str) -> float:
     return float(min(total_node_hours(r, axis) for r in group))
 
 
-def summary_table(runs: Sequence[Run], scale: str = "nodes", axis: str = "trial",
+def _with_ci(row: dict, name: str, values: Sequence[float], seed: int = 0) -> None:
+    point, lo, hi = stats.bootstrap_median(values, seed=seed)
+    row[name], row[f"{name}_lo"], row[f"{name}_hi"] = point, lo, hi
+
+
+def _seed_key(run: Run):
+    return str(run.seed)
+
+
+def summary_table(runs: Sequence[Run], scale: str = "nodes", axis: str = DEFAULT_AXIS,
                   baseline: str = "random", target_loss: float | None = None,
-                  fractions: Sequence[float] = DEFAULT_FRACTIONS) -> pd.DataFrame:
-    """One row per tuner x scale (see the module docstring for every column)."""
-    targets = target_losses(runs, scale, baseline, target_loss)
-    by_scale: dict[float, list[Run]] = {}
-    for r in runs:
-        by_scale.setdefault(scale_of(r, scale), []).append(r)
+                  fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                  target_quantile: float = TARGET_QUANTILE) -> pd.DataFrame:
+    """One row per tuner x scale (see the module docstring for every column).
+
+    Figures ``x`` come with ``x_lo`` / ``x_hi``, the bootstrap 95% interval of the median over
+    seeds; ``seeds`` is their number.
+    """
+    targets = target_losses(runs, scale, target_loss, target_quantile)
     rows = []
-    for s, group in sorted(by_scale.items()):
+    for s, group in _by_scale(runs, scale).items():
         target, _ = targets[s]
         budget = _budget(group, axis)
         tuners = sorted({r.tuner for r in group}, key=lambda t: (not is_tuner(t, baseline), t))
+        base_runs = {_seed_key(r): r for r in group if is_tuner(r.tuner, baseline)}
+        base_ttt = {k: time_to_target(r, target, axis)[0] for k, r in base_runs.items()}
         for tuner in tuners:
             mine = [r for r in group if r.tuner == tuner]
-            best = [r.best_loss for r in mine]
             ttt = [time_to_target(r, target, axis) for r in mine]
             counts = [r.trial_counts() for r in mine]
-            row = {
-                "tuner": tuner, "scale": s, "seeds": len(mine),
-                "best_loss_median": median(best), "best_loss_q25": quantile(best, 0.25),
-                "best_loss_q75": quantile(best, 0.75), "best_loss_iqr": iqr(best),
-                "target_loss": target,
-                "reached": sum(math.isfinite(t[0]) for t in ttt),
-                "node_hours_to_target": median([t[0] for t in ttt]),
-                "node_hours_to_target_iqr": iqr([t[0] for t in ttt]),
-                "wall_hours_to_target": median([t[1] for t in ttt]),
-                "budget_node_hours": budget,
-            }
+            row: dict = {"tuner": tuner, "scale": s, "seeds": len(mine)}
+            _with_ci(row, "final_loss", [r.best_loss for r in mine])
+            row["best_epoch_loss"] = median([r.best_epoch_loss for r in mine])
+            row["target_loss"] = target
+            row["reached"] = sum(math.isfinite(t[0]) for t in ttt)
+            _with_ci(row, "node_hours_to_target", [t[0] for t in ttt])
+            row["wall_hours_to_target"] = median([t[1] for t in ttt])
+            pairs = [stats.paired_ratio(base_ttt[_seed_key(r)], t[0])
+                     for r, t in zip(mine, ttt) if _seed_key(r) in base_ttt]
+            pairs = [p for p in pairs if not math.isnan(p)]
+            _with_ci(row, f"speedup_vs_{baseline}", pairs)
+            row["speedup_pairs"] = len(pairs)
+            row["budget_node_hours"] = budget
             for f in fractions:
-                row[f"loss_at_{round(f * 100)}pct"] = median([loss_at(r, f * budget, axis)
-                                                              for r in mine])
+                _with_ci(row, f"loss_at_{round(f * 100)}pct",
+                         [loss_at(r, f * budget, axis) for r in mine])
             row.update({
                 "trial_node_hours": median([r.trial_node_hours for r in mine]),
                 "allocated_node_hours": median([r.allocated_node_hours for r in mine]),
+                "utilisation": median([r.trial_node_hours / r.allocated_node_hours
+                                       if r.allocated_node_hours > 0 else math.nan
+                                       for r in mine]),
                 "wall_hours": median([r.wall_seconds / 3600.0 for r in mine]),
                 "trials_started": median([c["started"] for c in counts]),
                 "trials_completed": median([c["completed"] for c in counts]),
                 "trials_failed": median([c["failed"] for c in counts]),
+                "stopped_by": ", ".join(f"{k} x{v}" for k, v in sorted(
+                    _count([r.stopped_by for r in mine]).items())),
             })
             rows.append(row)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    speedups = []
-    for _, row in df.iterrows():
-        base = df[(df["scale"] == row["scale"]) & df["tuner"].map(lambda t: is_tuner(t, baseline))]
-        if base.empty:
-            speedups.append(math.nan)
-            continue
-        speedups.append(_ratio(float(base["node_hours_to_target"].iloc[0]),
-                               float(row["node_hours_to_target"])))
-    df.insert(df.columns.get_loc("wall_hours_to_target") + 1, f"speedup_vs_{baseline}",
-              speedups)
-    return df
+    return pd.DataFrame(rows)
+
+
+def _count(items: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return out
 
 
 def _ratio(num: float, den: float) -> float:
-    if math.isinf(num) and math.isinf(den):
-        return math.nan
-    if den == 0:
-        return math.inf if num > 0 else math.nan
-    return num / den
+    return stats.paired_ratio(num, den)
 
 
-def scaling_table(runs: Sequence[Run], scale: str = "nodes", axis: str = "trial",
-                  baseline: str = "random", target_loss: float | None = None) -> pd.DataFrame:
+def scaling_table(runs: Sequence[Run], scale: str = "nodes", axis: str = DEFAULT_AXIS,
+                  baseline: str = "random", target_loss: float | None = None,
+                  target_quantile: float = TARGET_QUANTILE) -> pd.DataFrame:
     """Per tuner x scale: wall hours and node-hours to one common target, speedup, efficiency."""
-    targets = target_losses(runs, scale, baseline, target_loss)
-    finite = [t for t, _ in targets.values() if math.isfinite(t)]
-    target = float(target_loss) if target_loss is not None else (max(finite) if finite
-                                                                 else math.nan)
+    target = float(target_loss) if target_loss is not None else pooled_target(
+        runs, target_quantile)
     rows = []
     for tuner in sorted({r.tuner for r in runs}, key=lambda t: (not is_tuner(t, baseline), t)):
         mine = [r for r in runs if r.tuner == tuner]
@@ -257,11 +267,12 @@ def scaling_table(runs: Sequence[Run], scale: str = "nodes", axis: str = "trial"
     return pd.DataFrame(rows)
 
 
-def anytime_curves(runs: Sequence[Run], scale: str = "nodes", axis: str = "trial",
+def anytime_curves(runs: Sequence[Run], scale: str = "nodes", axis: str = DEFAULT_AXIS,
                    points: int = 200) -> pd.DataFrame:
-    """Best-so-far loss on a node-hour grid per scale x tuner: median, q25, q75 over seeds.
+    """Best-so-far trial result on a node-hour grid per scale x tuner: median, q25, q75 over
+    seeds.
 
-    A run contributes +inf before its first finished epoch and its final best after its end,
+    A run contributes +inf before its first ended trial and its final best after its end,
     so the median is finite once half of the seeds have a model. Each tuner's curve stops at
     the largest total node-hours of its runs.
     """
@@ -269,17 +280,17 @@ def anytime_curves(runs: Sequence[Run], scale: str = "nodes", axis: str = "trial
     rows = []
     for s in sorted({scale_of(r, scale) for r in runs}):
         group = [r for r in runs if scale_of(r, scale) == s]
-        xmax = max((float(r.epochs[col].max()) for r in group if len(r.epochs)), default=0.0)
+        xmax = max((total_node_hours(r, axis) for r in group if len(r.results)), default=0.0)
         grid = np.linspace(0.0, xmax, points) if xmax > 0 else np.zeros(1)
         for tuner in sorted({r.tuner for r in group}):
-            mine = [r for r in group if r.tuner == tuner and len(r.epochs)]
+            mine = [r for r in group if r.tuner == tuner and len(r.results)]
             if not mine:
                 continue
-            end = max(float(r.epochs[col].max()) for r in mine)
+            end = max(total_node_hours(r, axis) for r in mine)
             values = []
             for r in mine:
-                x = r.epochs[col].to_numpy(dtype=float)
-                y = r.epochs["best_so_far"].fillna(np.inf).to_numpy(dtype=float)
+                x = r.results[col].to_numpy(dtype=float)
+                y = r.results["best_so_far"].fillna(np.inf).to_numpy(dtype=float)
                 idx = np.searchsorted(x, grid, side="right") - 1
                 values.append(np.where(idx >= 0, y[np.clip(idx, 0, None)], np.inf))
             values = np.asarray(values)

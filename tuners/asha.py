@@ -15,8 +15,9 @@ How a Tuner runs a trial (reserved values, as keras-tuner's Hyperband uses them)
   the Tuner saves it, optimizer state) to restore before continuing. Absent for new ones.
 - ``tuner/rung`` and ``tuner/bracket``: where the result will be recorded.
 
-Each promotion is a separate keras-tuner trial; its score (keras-tuner's ``score_trial``: the
-best objective value it reported) becomes the configuration's result at the new rung.
+Each promotion is a separate keras-tuner trial; its score -- the objective at its last epoch,
+the epoch whose weights its checkpoint holds and a promotion continues (:mod:`tuners.scoring`),
+not keras-tuner's best value over the epochs -- becomes the configuration's result at its rung.
 FAILED or INVALID trials give no rung result and are never promoted; a configuration whose
 promotion trial failed stays promoted from its lower rung (it is not re-offered).
 
@@ -81,6 +82,7 @@ from keras_tuner.src.engine import trial as trial_module
 from tuners import journal
 from tuners.rungs import AshaLadder, Promotion
 from tuners.samplers import BayesianSampler, RandomSampler, SamplingContext, make_sampler
+from tuners.scoring import LastEpochScore
 
 RESERVED_PREFIX = "tuner/"
 NODE_HOURS = "node_hours"
@@ -103,7 +105,7 @@ def _budget(name: str, value: Any, kind: type) -> Any:
     return kind(value)
 
 
-class ASHAOracle(keras_tuner.Oracle):
+class ASHAOracle(LastEpochScore, keras_tuner.Oracle):
     """Asynchronous successive halving with promotions (Li et al. 2020) as a keras-tuner Oracle.
 
     Args:

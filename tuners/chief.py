@@ -60,6 +60,7 @@ from keras_tuner.src.engine import trial as trial_module
 
 from mlpf_tf.configbase import atomic_write_text
 from tuners.leases import Lease, LeaseError, LeaseTable
+from tuners.oracles import stop_reason
 from tuners.records import TRIALS_FILE, TrialRecorder, node_hours, read_records
 
 SERVICE = "mlpf.hpo.Chief"
@@ -119,7 +120,10 @@ class Chief:
         resume: reload the oracle state found in ``run_dir`` (if any).
         lease_timeout: seconds without a heartbeat after which a trial is re-issued.
         nodes_per_worker, ranks_per_worker: a worker group's size, for node-hours and records.
-        node_hour_budget: no new trials once the trials used this many node-hours (0: none).
+        node_hour_budget: no new trials once the trials used this many node-hours (0: none);
+            ignored when ``budget`` is given.
+        budget: the search's node-hour budget on allocated node-hours
+            (:class:`tuners.budget.AllocationBudget`), what comparisons use.
         default_epochs: ``target_epochs`` recorded for trials without ``tuner/epochs``.
         save_interval: coalesce the oracle's state writes (seconds; 0: every call).
         threads: gRPC server threads.
@@ -135,7 +139,7 @@ class Chief:
                  node_hour_budget: float = 0.0, default_epochs: int = 1,
                  save_interval: float = 0.0, threads: int = 16,
                  progress_interval: float = 10.0, worker_wait: float = 600.0,
-                 out=None, clock=time.monotonic):
+                 out=None, clock=time.monotonic, budget=None):
         if not search_id or "@" in search_id:
             raise ChiefError(f"search id {search_id!r}: must be non-empty and contain no '@'")
         if threads < 1:
@@ -147,7 +151,10 @@ class Chief:
         self.leases = LeaseTable(lease_timeout, clock=clock)
         self.nodes_per_worker = float(nodes_per_worker)
         self.ranks_per_worker = int(ranks_per_worker)
-        self.node_hour_budget = float(node_hour_budget or 0.0)
+        self.budget = budget
+        self.node_hour_budget = float(budget.budget if budget is not None
+                                      else node_hour_budget or 0.0)
+        self.stop_reason: str | None = None  # which limit ended the search
         self.default_epochs = int(default_epochs)
         self.save_interval = float(save_interval)
         self.threads = int(threads)
@@ -352,7 +359,10 @@ class Chief:
             if self.aborted is None and not self._oracle_stopped:
                 if self._budget_spent():
                     self._oracle_stopped = True
-                    self._say(f"node-hour budget spent: {self.node_hours_used():.4f} of "
+                    self.stop_reason = "node_hour_budget"
+                    used = (self.budget.used() if self.budget is not None
+                            else self.node_hours_used())
+                    self._say(f"node-hour budget spent: {used:.4f} of "
                               f"{self.node_hour_budget:g}; no new trials")
                 else:
                     with _unlocked_on_error(self.oracle):
@@ -364,6 +374,7 @@ class Chief:
                     if trial.status == IDLE:
                         return {"status": IDLE}
                     self._oracle_stopped = True
+                    self.stop_reason = stop_reason(self.oracle)
             # No new trials: keep one worker on standby while others run (re-issues may come).
             now = self.clock()
             standby = [w for w, t in self._standby.items() if now - t < self.leases.timeout]
@@ -460,6 +471,8 @@ class Chief:
         return {"status": RUNNING, "trial_id": lease.trial_id, "values": lease.values}
 
     def _budget_spent(self) -> bool:
+        if self.budget is not None:
+            return self.budget.spent()
         return bool(self.node_hour_budget) and self.node_hours_used() >= self.node_hour_budget
 
     def _reissue(self, worker: str) -> Lease:
@@ -608,7 +621,9 @@ class Chief:
     def progress(self) -> dict[str, Any]:
         used = self.node_hours_used()
         budget: dict[str, Any] = {}
-        if self.node_hour_budget:
+        if self.budget is not None and self.node_hour_budget:
+            budget["node_hours_left"] = self.budget.left()  # allocated node-hours
+        elif self.node_hour_budget:
             budget["node_hours_left"] = max(0.0, self.node_hour_budget - used)
         if getattr(self.oracle, "max_trials", None):
             budget["trials_left"] = max(0, self.oracle.max_trials - len(self.oracle.trials))

@@ -41,7 +41,8 @@ class SearchConfig(Section):
     node_hour_budget: float = param(0.0, "node-hours the search may spend (0 = no budget)",
                                     low=0.0)
     epoch_budget: int = param(0, "ASHA: epochs the search may allot (0 = no budget)", low=0)
-    hyperband_iterations: int = param(1, "Hyperband: iterations over all brackets", low=1)
+    hyperband_iterations: int = param(1, "Hyperband: iterations over all brackets (0 = until a "
+                                      "budget ends the search)", low=0)
     seed: int = param(1, "seed of the oracle's random draws", low=1)
     space: str = param("reference", "search space", choices=SPACES)
     executions_per_trial: int = param(1, "models trained per trial (results averaged)", low=1)
@@ -61,9 +62,11 @@ class SearchConfig(Section):
                           f"--search.min_epochs={self.min_epochs}, "
                           f"--search.max_epochs={self.max_epochs}, "
                           f"--search.reduction_factor={self.reduction_factor}")
-            if not (self.max_trials or self.epoch_budget or self.node_hour_budget):
-                self.fail("max_trials", f"--search.tuner={self.tuner} needs a budget: set "
-                          "--search.max_trials, --search.epoch_budget or "
-                          "--search.node_hour_budget above 0")
-        if self.tuner == "random" and not self.max_trials:
-            self.fail("max_trials", "--search.tuner=random needs max_trials >= 1")
+        if self.tuner == "hyperband" and self.hyperband_iterations:
+            return  # Hyperband's iterations end the search
+        budgets = ("max_trials", "node_hour_budget") + (
+            ("epoch_budget",) if self.tuner in ("asha", "asha_bo") else ())
+        if not any(getattr(self, name) for name in budgets):
+            extra = (" or --search.hyperband_iterations" if self.tuner == "hyperband" else "")
+            self.fail("max_trials", f"--search.tuner={self.tuner} needs a limit: set "
+                      + ", ".join(f"--search.{n}" for n in budgets) + extra + " above 0")

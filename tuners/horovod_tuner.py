@@ -35,6 +35,8 @@ from keras_tuner.engine import trial as trial_module
 from keras_tuner.src.distribute import utils as dist_utils
 
 from mlpf_tf import distributed
+from tuners.budget import AllocationBudget
+from tuners.oracles import stop_reason
 from tuners.trial_runner import TrialOutcome, TrialRunner, TrialSpec
 
 TrialStatus = trial_module.TrialStatus
@@ -61,16 +63,19 @@ class HorovodTuner(base_tuner.BaseTuner):
         context: the rank layout (:func:`mlpf_tf.distributed.init`).
         tuner_id: the id this group asks the oracle with (default ``KERASTUNER_TUNER_ID`` or
             ``tuner0``); all ranks of a group share it.
-        node_hour_budget: stop asking for new trials once this group's trials used this many
-            node-hours (0 = no limit). A global budget over many groups is the oracle's job.
-        epoch_budget: likewise for epochs trained by this group (0 = no limit).
+        budget: the search's node-hour budget on allocated node-hours
+            (:class:`tuners.budget.AllocationBudget`); no new trial is asked for once it is
+            spent. None: no budget here (a distributed search's chief holds it).
+        epoch_budget: stop asking for new trials once this group trained this many epochs
+            (0 = no limit).
         idle_wait: seconds to wait after an IDLE answer before asking again.
         overwrite: start afresh even if the directory holds oracle state (else it is resumed).
     """
 
     def __init__(self, oracle, runner: TrialRunner, *, hypermodel=None, directory: str,
                  context: distributed.Context | None = None, tuner_id: str | None = None,
-                 node_hour_budget: float = 0.0, epoch_budget: int = 0, idle_wait: float = 1.0,
+                 budget: AllocationBudget | None = None, epoch_budget: int = 0,
+                 idle_wait: float = 1.0,
                  overwrite: bool = False):
         self.context = context if context is not None else distributed.current()
         if isinstance(oracle, keras_tuner.Oracle):
@@ -88,12 +93,13 @@ class HorovodTuner(base_tuner.BaseTuner):
         if tuner_id:
             self.tuner_id = tuner_id
         self.runner = runner
-        self.node_hour_budget = float(node_hour_budget)
+        self.budget = budget
         self.idle_wait = float(idle_wait)
         self.epoch_budget = int(epoch_budget)
         self.node_hours_used = 0.0
         self.epochs_used = 0
         self.trials_run: list[tuple[str, str]] = []  # (trial_id, status) in the order run here
+        self.stop_reason: str | None = None  # which limit ended the search (rank 0)
         self._pending_error: str | None = None
         self._current: trial_module.Trial | None = None
 
@@ -170,13 +176,15 @@ class HorovodTuner(base_tuner.BaseTuner):
         self._pending_error = self._pending_error or self.runner.write_error
         if self._pending_error is not None:
             return {"status": "ABORT", "error": self._pending_error}
-        if self.node_hour_budget and self.node_hours_used >= self.node_hour_budget:
-            print(f"node-hour budget spent: {self.node_hours_used:.4f} of "
-                  f"{self.node_hour_budget:g}; no new trials", flush=True)
+        if self.budget is not None and self.budget.spent():
+            print(f"node-hour budget spent: {self.budget.used():.4f} allocated of "
+                  f"{self.budget.budget:g}; no new trials", flush=True)
+            self.stop_reason = "node_hour_budget"
             return {"status": TrialStatus.STOPPED}
         if self.epoch_budget and self.epochs_used >= self.epoch_budget:
             print(f"epoch budget spent: {self.epochs_used} of {self.epoch_budget}; "
                   "no new trials", flush=True)
+            self.stop_reason = "epoch_budget"
             return {"status": TrialStatus.STOPPED}
         self._current = None
         try:
@@ -185,6 +193,8 @@ class HorovodTuner(base_tuner.BaseTuner):
             return {"status": "ABORT", "error": f"oracle.create_trial failed: {_describe(exc)}"}
         if trial.status == TrialStatus.RUNNING:
             self._current = trial
+        elif trial.status == TrialStatus.STOPPED and isinstance(self.oracle, keras_tuner.Oracle):
+            self.stop_reason = stop_reason(self.oracle)
         return {"status": trial.status, "trial_id": trial.trial_id,
                 "values": dict(trial.hyperparameters.values)}
 

@@ -100,6 +100,9 @@ class TrialOutcome:
     optimizer_iterations_start: int | None = None
     optimizer_iterations_end: int | None = None
     stopped_early: bool = False
+    setup_seconds: float | None = None   # trial start -> first epoch: build, data, restore
+    epoch_seconds: float = 0.0           # sum of the epochs' wall seconds
+    trace_seconds: float | None = None   # first epoch minus the median later one (estimate)
 
     def failed(self, error: str) -> TrialOutcome:
         return dataclasses.replace(self, status=FAILED, error=error)
@@ -194,7 +197,9 @@ class TrialRunner:
             epochs=probe.last_epoch if probe.last_epoch is not None else spec.initial_epoch,
             start_time=start, wall_seconds=wall, node_hours=node_hours(wall, self.nodes),
             error=error, optimizer_iterations_start=probe.iterations_start,
-            optimizer_iterations_end=probe.iterations_end, stopped_early=probe.stopped)
+            optimizer_iterations_end=probe.iterations_end, stopped_early=probe.stopped,
+            setup_seconds=probe.setup_seconds, epoch_seconds=float(sum(probe.epoch_walls)),
+            trace_seconds=probe.trace_seconds())
         if not probe.started:
             probe.record_start(None)
         return outcome
@@ -262,7 +267,8 @@ class TrialRunner:
                 node_hours=outcome.node_hours, error=outcome.error,
                 target_epochs=spec.target_epochs,
                 optimizer_iterations=outcome.optimizer_iterations_end,
-                stopped_early=outcome.stopped_early)
+                stopped_early=outcome.stopped_early, setup_seconds=outcome.setup_seconds,
+                epoch_seconds=outcome.epoch_seconds, trace_seconds=outcome.trace_seconds)
         self._mllog("end", "trial_stop", spec, None, status=outcome.status)
 
     def _mllog(self, kind: str, key: str, spec: TrialSpec, when: float | None, **meta) -> None:
@@ -320,6 +326,18 @@ class _Probe:
         self.last_epoch: int | None = None
         self.stopped = False
         self._epoch_t0 = start
+        self.setup_seconds: float | None = None
+        self.epoch_walls: list[float] = []
+
+    def trace_seconds(self) -> float | None:
+        """Tracing and warm-up cost, estimated as the first epoch's excess over the median of
+        the later ones (None with fewer than two epochs)."""
+        if len(self.epoch_walls) < 2:
+            return None
+        later = sorted(self.epoch_walls[1:])
+        mid = len(later) // 2
+        typical = later[mid] if len(later) % 2 else 0.5 * (later[mid - 1] + later[mid])
+        return max(0.0, self.epoch_walls[0] - typical)
 
     def record_start(self, iterations: int | None) -> None:
         self.started = True
@@ -335,6 +353,8 @@ class _Probe:
 
     def epoch_begin(self, epoch_index: int) -> None:
         self._epoch_t0 = time.time()
+        if self.setup_seconds is None:
+            self.setup_seconds = self._epoch_t0 - self.start
         if self.runner.mllogger is not None:
             self.runner._mllog("start", "epoch_start", self.spec, self._epoch_t0,
                                epoch_num=epoch_index + 1)
@@ -346,6 +366,7 @@ class _Probe:
         epoch = epoch_index + 1
         metrics = _float_metrics(logs)
         wall = now - self._epoch_t0
+        self.epoch_walls.append(wall)
         self.last_metrics, self.last_epoch = metrics, epoch
         if r.recorder is not None:
             r._write(r.recorder.append, "epoch", self.spec.trial_id, epoch=epoch,

@@ -516,7 +516,7 @@ def test_sigkill_and_restart_of_the_chief(tmp_path):
         progress = json.load(fh)
     assert (progress["state"], progress["completed"], progress["running"]) == ("finished", 6, 0)
     # The chief logs the allocation: the killed run has no stop, the resumed one does.
-    from benchmark.mllog import read_mllog
+    from tuners.mllog import read_mllog
 
     marks = [(e.key, e.metadata.get("status")) for e in read_mllog(run_dir / "mllog.txt")
              if e.key in ("run_start", "run_stop")]
@@ -591,7 +591,7 @@ def test_local_launcher_survives_a_killed_worker_group(tmp_path):
     with open(run_dir / "best.json") as fh:
         assert json.load(fh)["completed"] == 4
     assert "worker group(s) 1 failed; see" in (tmp_path / "launcher.log").read_text()
-    from benchmark.mllog import read_mllog
+    from tuners.mllog import read_mllog
 
     marks = [(e.key, e.value, e.metadata.get("status")) for e in read_mllog(run_dir / "mllog.txt")
              if e.key in ("run_start", "number_of_nodes", "run_stop")]

@@ -29,7 +29,9 @@ FAKE = textwrap.dedent("""
         for i, loss in enumerate([5.0, 3.0]):
             fh.write(json.dumps({"event": "epoch", "trial_id": str(i),
                                  "metrics": {"val_loss": loss}}) + "\\n")
-            fh.write(json.dumps({"event": "trial_end", "trial_id": str(i)}) + "\\n")
+            fh.write(json.dumps({"event": "trial_end", "trial_id": str(i),
+                                 "status": "COMPLETED",
+                                 "metrics": {"val_loss": loss}}) + "\\n")
     if mode == "fail":
         sys.exit(3)
     open(os.path.join(run_dir, "best.json"), "w").write("{}")
@@ -69,19 +71,30 @@ def test_plan_runs_every_tuner_at_each_scale_and_seed():
         "compare-random-w2-s7", "compare-asha-w2-s7"]
     assert compare.search_command(searches[5], "/r", True, python="py") == [
         "py", "-m", "benchmark.run", "--experiment=compare", "--tuner=asha", "--workers=2",
-        "--seed=1", "--output_dir=/r", "--run_name=compare-asha-w2-s1", "--resume"]
+        "--seed=1", "--train.seed=1", "--output_dir=/r", "--run_name=compare-asha-w2-s1",
+        "--resume"]
+    assert compare.auto_concurrency([1], 0, cores=2) == 2
+    assert compare.auto_concurrency([1, 2], 0, cores=2) == 1
+    assert compare.auto_concurrency([4], 0, cores=2) == 1
+    assert compare.auto_concurrency([1], 3, cores=2) == 3
 
 
-def test_progress_of_counts_ended_trials_and_best_finite_loss(tmp_path):
+def test_progress_of_counts_ended_trials_and_best_trial_result(tmp_path):
+    """A trial's result is its trial_end objective (its last epoch), not its best epoch; a
+    failed trial has none."""
     lines = [{"event": "trial_start", "trial_id": "0"},
+             {"event": "epoch", "trial_id": "0", "metrics": {"val_loss": 0.5}},
              {"event": "epoch", "trial_id": "0", "metrics": {"val_loss": 4.0}},
-             {"event": "epoch", "trial_id": "0", "metrics": {"val_loss": float("nan")}},
-             {"event": "trial_end", "trial_id": "0", "metrics": {"val_loss": 0.1}},
-             {"event": "epoch", "trial_id": "1", "metrics": {"val_loss": 2.5}},
-             {"event": "trial_end", "trial_id": "1"}]
+             {"event": "trial_end", "trial_id": "0", "status": "COMPLETED",
+              "metrics": {"val_loss": 4.0}},
+             {"event": "epoch", "trial_id": "1", "metrics": {"val_loss": 0.1}},
+             {"event": "trial_end", "trial_id": "1", "status": "FAILED",
+              "metrics": {"val_loss": 0.1}},
+             {"event": "trial_end", "trial_id": "2", "status": "COMPLETED",
+              "metrics": {"val_loss": float("nan")}}]
     text = "\n".join(json.dumps(r) for r in lines) + '\n{"event": "epoch", "metr'
     (tmp_path / "trials.jsonl").write_text(text)
-    assert compare.progress_of(str(tmp_path)) == (2, 2.5)
+    assert compare.progress_of(str(tmp_path)) == (3, 4.0)
     assert compare.progress_of(str(tmp_path / "missing")) == (0, None)
 
 
@@ -149,6 +162,22 @@ def test_failed_search_is_recorded_and_the_others_run_then_rerun_resumes(tmp_pat
     assert [o.status for o in again] == ["skipped", "ok", "skipped"]
     assert again[0].wall_seconds == pytest.approx(ok.wall_seconds)
     assert again[1].physics == "skipped"
+
+
+def test_concurrent_searches_each_get_their_own_times(tmp_path):
+    """Two slots: two searches run side by side; each outcome has its own wall and CPU time
+    and compare.json lists them in plan order."""
+    searches = compare.plan("compare", ["random", "hyperband", "asha"], [1], [1, 2])
+    start = time.monotonic()
+    outcomes = compare.run_searches(searches, str(tmp_path), budget_node_hours=0.001,
+                                    command=FakeSearches({}), physics=None,
+                                    out=io.StringIO(), poll_seconds=0.05, concurrency=2)
+    assert [o.run_name for o in outcomes] == [s.run_name for s in searches]
+    assert all(o.status == "ok" and o.trials == 2 and o.best == 3.0 for o in outcomes)
+    assert all(o.cpu_seconds > 0 for o in outcomes)
+    assert time.monotonic() - start < 60
+    with pytest.raises(ValueError, match="concurrency must be >= 1"):
+        compare.run_searches(searches, str(tmp_path), budget_node_hours=0.001, concurrency=0)
 
 
 def test_a_search_over_its_timeout_is_stopped_and_recorded(tmp_path):

@@ -19,6 +19,7 @@ from mlpf_tf.model.config import ModelConfig
 from mlpf_tf.train import CHECKPOINT_SUBDIR, NonFiniteLossError
 from mlpf_tf.train_config import TrainConfig
 from tuners import horovod_tuner
+from tuners.budget import AllocationBudget
 from tuners.config import SearchConfig
 from tuners.horovod_tuner import HorovodTuner, SearchAborted
 from tuners.oracles import make_oracle
@@ -247,11 +248,41 @@ def test_oracle_stop_request_ends_the_trial_early(tmp_path):
     assert (end["epochs"], end["stopped_early"], end["status"]) == (1, True, "COMPLETED")
 
 
-def test_node_hour_budget_stops_new_trials(tmp_path):
-    cfg = SearchConfig(tuner="random", max_trials=50, max_epochs=1, min_epochs=1)
-    tuner = make_tuner(tmp_path, cfg, FakeTrainer(), node_hour_budget=1e-12)
+class ClockedTrainer(FakeTrainer):
+    """Each trial takes ``seconds`` on a fake clock (set-up and idle time included)."""
+
+    def __init__(self, now, seconds):
+        super().__init__()
+        self.now, self.seconds = now, seconds
+
+    def __call__(self, *args, **kwargs):
+        self.now[0] += self.seconds
+        return super().__call__(*args, **kwargs)
+
+
+def test_node_hour_budget_is_charged_on_allocated_hours(tmp_path):
+    """2 nodes held, budget 1 node-hour = 1800 s of wall time; trials of 700 s: trials start
+    at 0, 700 and 1400 s (0.78 node-hours used), none at 2100 s; no trial cap is reached."""
+    now = [0.0]
+    budget = AllocationBudget(1.0, nodes=2, start=0.0, clock=lambda: now[0])
+    cfg = SearchConfig(tuner="random", max_trials=0, node_hour_budget=1.0, max_epochs=1,
+                       min_epochs=1)
+    tuner = make_tuner(tmp_path, cfg, ClockedTrainer(now, 700.0), budget=budget)
     tuner.search()
-    assert len(tuner.trials_run) == 1
+    assert len(tuner.trials_run) == 3
+    assert tuner.stop_reason == "node_hour_budget"
+    assert budget.used() == pytest.approx(2100 * 2 / 3600)
+    # a resumed search is charged for its earlier segments too
+    resumed = AllocationBudget(1.0, nodes=2, start=0.0, earlier_node_hours=0.9,
+                               clock=lambda: 180.0)
+    assert resumed.used() == pytest.approx(1.0) and resumed.spent()
+
+
+def test_stop_reason_names_the_trial_cap(tmp_path):
+    cfg = SearchConfig(tuner="random", max_trials=2, max_epochs=1, min_epochs=1)
+    tuner = make_tuner(tmp_path, cfg, FakeTrainer())
+    tuner.search()
+    assert len(tuner.trials_run) == 2 and tuner.stop_reason == "max_trials"
 
 
 def test_outcomes_are_agreed_over_ranks(tmp_path, monkeypatch):

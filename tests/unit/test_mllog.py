@@ -1,11 +1,11 @@
-"""benchmark.mllog: exact line format, append-only writing, tolerant parsing, node-hours."""
+"""tuners.mllog: exact line format, append-only writing, tolerant parsing, node-hours."""
 
 import json
 import math
 
 import pytest
 
-from benchmark import mllog
+from tuners import mllog
 
 
 class Clock:

@@ -11,8 +11,8 @@ import os
 import pytest
 import yaml
 
-from benchmark import mllog
 from reports import rundir
+from tuners import mllog
 from tuners.records import TrialRecorder
 
 T0 = 1_700_000_000.0
@@ -24,7 +24,9 @@ def make_run(root, name, *, tuner="random", seed=1, nodes=1, workers=1, experime
     """Write a run directory; returns its path.
 
     ``epochs``: (trial_id, end_seconds_after_start, wall_seconds, nodes, val_loss) in file order;
-    a trial_start is written before a trial's first epoch. ``ends``: (trial_id, status).
+    a trial_start is written before a trial's first epoch and its trial_end (with the last
+    epoch's metrics) right after its last one. ``ends``: (trial_id, status); when given, only
+    the trials listed end (with that status); when empty, every trial ends COMPLETED.
     """
     path = os.path.join(os.fspath(root), name)
     os.makedirs(path, exist_ok=True)
@@ -39,7 +41,9 @@ def make_run(root, name, *, tuner="random", seed=1, nodes=1, workers=1, experime
     clock = [T0]
     rec = TrialRecorder(path, search_id, clock=lambda: clock[0])
     started = set()
-    for trial, end, wall, n, loss in epochs:
+    status_of = dict(ends)
+    last_index = {e[0]: i for i, e in enumerate(epochs)}
+    for i, (trial, end, wall, n, loss) in enumerate(epochs):
         if trial not in started:
             started.add(trial)
             clock[0] = T0 + end - wall
@@ -48,10 +52,16 @@ def make_run(root, name, *, tuner="random", seed=1, nodes=1, workers=1, experime
         clock[0] = T0 + end
         rec.append("epoch", trial, epoch=1, metrics={"loss": loss, "val_loss": loss},
                    wall_seconds=wall, nodes=n, ranks=n, node_hours=wall * n / 3600)
+        if last_index[trial] == i and (not ends or trial in status_of):
+            # the trial ends with its last epoch's metrics, as the trial runner writes it
+            spent = sum(e[2] * e[3] for e in epochs if e[0] == trial) + 60.0  # + 1 min set-up
+            rec.append("trial_end", trial, status=status_of.get(trial, "COMPLETED"),
+                       metrics={"loss": loss, "val_loss": loss}, nodes=1, ranks=1,
+                       node_hours=spent / 3600, setup_seconds=60.0)
     for trial, status in ends:
-        spent = sum(e[2] * e[3] for e in epochs if e[0] == trial) + 60.0  # + 1 min set-up
-        rec.append("trial_end", trial, status=status, metrics={}, nodes=1, ranks=1,
-                   node_hours=spent / 3600)
+        if trial not in last_index:
+            rec.append("trial_end", trial, status=status, metrics={}, nodes=1, ranks=1,
+                       node_hours=60.0 / 3600, setup_seconds=60.0)
     if with_mllog:
         last = max([e[1] for e in epochs] or [0.0])
         stop = run_seconds if run_seconds is not None else last

@@ -8,7 +8,8 @@ import yaml
 from mlpf_tf.configbase import ConfigError
 from tuners.asha import ASHABOOracle, ASHAOracle
 from tuners.config import SearchConfig
-from tuners.oracles import make_oracle
+from tuners.hyperband import LadderHyperbandOracle
+from tuners.oracles import LastEpochRandomOracle, make_oracle
 
 
 def test_defaults_validate_and_round_trip_through_yaml():
@@ -35,10 +36,14 @@ def test_defaults_validate_and_round_trip_through_yaml():
      "--search.brackets=5: must be <= the number of rungs (4) for --search.min_epochs=1, "
      "--search.max_epochs=27, --search.reduction_factor=3"),
     (dict(tuner="asha_bo", max_trials=0),
-     "--search.max_trials=0: --search.tuner=asha_bo needs a budget: set --search.max_trials, "
-     "--search.epoch_budget or --search.node_hour_budget above 0"),
-    (dict(tuner="random", max_trials=0, node_hour_budget=3.0),
-     "--search.max_trials=0: --search.tuner=random needs max_trials >= 1"),
+     "--search.max_trials=0: --search.tuner=asha_bo needs a limit: set --search.max_trials, "
+     "--search.node_hour_budget, --search.epoch_budget above 0"),
+    (dict(tuner="random", max_trials=0),
+     "--search.max_trials=0: --search.tuner=random needs a limit: set --search.max_trials, "
+     "--search.node_hour_budget above 0"),
+    (dict(tuner="hyperband", max_trials=0, hyperband_iterations=0),
+     "--search.max_trials=0: --search.tuner=hyperband needs a limit: set --search.max_trials, "
+     "--search.node_hour_budget or --search.hyperband_iterations above 0"),
 ])
 def test_bad_values_name_the_flag(changes, message):
     cfg = SearchConfig().replace(**changes)
@@ -47,9 +52,12 @@ def test_bad_values_name_the_flag(changes, message):
     assert str(err.value) == message
 
 
-def test_budget_alone_is_enough_for_asha():
+def test_budget_alone_is_enough_for_every_tuner():
     SearchConfig(tuner="asha", max_trials=0, node_hour_budget=2.0).validate()
     SearchConfig(tuner="asha", max_trials=0, epoch_budget=500).validate()
+    SearchConfig(tuner="random", max_trials=0, node_hour_budget=2.0).validate()
+    SearchConfig(tuner="hyperband", max_trials=0, hyperband_iterations=0,
+                 node_hour_budget=2.0).validate()
 
 
 def space():
@@ -61,8 +69,8 @@ def space():
 
 
 @pytest.mark.parametrize("tuner, kind", [
-    ("random", kt.oracles.RandomSearchOracle),
-    ("hyperband", kt.oracles.HyperbandOracle),
+    ("random", LastEpochRandomOracle),
+    ("hyperband", LadderHyperbandOracle),
     ("asha", ASHAOracle),
     ("asha_bo", ASHABOOracle),
 ])
@@ -104,7 +112,8 @@ def test_make_oracle_passes_the_budgets_and_direction():
                        bo_max_fit_points=64, bo_gp_restarts=0)
     oracle = make_oracle(cfg, space())
     assert oracle.objective == kt.Objective("val_acc", "max")
-    assert (oracle.max_trials, oracle.node_hour_budget, oracle.epoch_budget) == (None, 4.5, 300)
+    # the node-hour budget is charged on allocated hours by the issuer, not the oracle
+    assert (oracle.max_trials, oracle.node_hour_budget, oracle.epoch_budget) == (None, None, 300)
     assert oracle.ladder.brackets == 2 and oracle.ladder.budgets == [5, 15, 45, 100]
     assert (oracle.sampler.max_fit_points, oracle.sampler.gp_restarts) == (64, 0)
     with pytest.raises(ConfigError, match="--search.brackets=7"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from keras_tuner.src.engine import trial as trial_module
 
-from benchmark import mllog, simulate
+from benchmark import simulate
 from benchmark.curves import Surrogate
 from benchmark.simcluster import (
     FunctionCurves,
@@ -18,6 +18,7 @@ from benchmark.simcluster import (
     SimulationError,
     quiet_oracle,
 )
+from tuners import mllog
 from tuners.config import SearchConfig
 from tuners.oracles import make_oracle
 from tuners.records import read_records

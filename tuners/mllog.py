@@ -8,7 +8,8 @@ the chief only) so that node-hours come from the log, not from memory:
 
   key                     type            value / metadata
   ``run_start``           INTERVAL_START  metadata ``search_id``; one per (re)start of a run
-  ``run_stop``            INTERVAL_END    metadata ``status`` ("success" | "aborted")
+  ``run_stop``            INTERVAL_END    metadata ``status`` ("success" | "aborted") and
+                                          ``stopped_by`` (the limit that ended the search)
   ``number_of_nodes``     POINT_IN_TIME   nodes held by the run from now on (int)
   ``accelerators_per_node``  POINT_IN_TIME  ranks / devices per node (int)
   ``number_of_workers``   POINT_IN_TIME   concurrent trials (int)
