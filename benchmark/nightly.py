@@ -9,9 +9,10 @@ Each metric comes from a provider (a callable returning one float), has a direct
 called ``--repeats`` times and summarised by the median. The fixed suite imports its providers
 lazily, so this module loads without them; each provider module exposes one function:
 
-  training_throughput   benchmark.throughput.nightly_training_throughput()       events/s, bigger
-  pipeline_throughput   benchmark.data_throughput.nightly_pipeline_throughput()  events/s, bigger
-  oracle_latency        benchmark.oracle_latency.nightly_decision_latency_ms()   ms, smaller
+  training_throughput   benchmark.throughput.nightly_training_throughput()  events/CPU-s, bigger
+  pipeline_throughput   benchmark.data_throughput.nightly_pipeline_throughput()  events/CPU-s,
+                        bigger
+  oracle_latency        benchmark.oracle_latency.nightly_decision_latency_ms()  CPU-ms, smaller
   smoke_search_loss     benchmark.nightly_search.nightly_smoke_search_best_loss() val_loss, smaller
                         (best loss of a fixed-seed smoke search; a quality metric)
 
@@ -21,8 +22,15 @@ flags (checked before anything is measured). ``--update_baseline`` writes the ne
 atomically after printing the comparison and exits 0 unless a provider failed; a missing
 baseline is then created. Every run appends one JSON line to ``--history``.
 
-Test-only switches, to prove regressions are caught: ``--inject_slowdown=F`` (or env
-``MLPF_NIGHTLY_INJECT_SLOWDOWN=F``) makes every speed metric F times worse; and
+Speed metrics are CPU time (process or thread), which another job on the machine moves far less
+than wall time. A regression must exceed the metric's noise band and pass a one-sided
+Mann-Whitney test across the repeats (:mod:`benchmark.regression`); 5 repeats by default.
+
+Test-only switches, to prove regressions are caught: ``MLPF_BENCH_SLOWDOWN=F`` (env, see
+:mod:`benchmark.slowdown`) makes every timed step of the speed providers burn F times its CPU
+time more, a real slowdown inside the measurement (F=0.2: a 20% slowdown);
+``--inject_slowdown=F`` (or env ``MLPF_NIGHTLY_INJECT_SLOWDOWN=F``) scales every speed value by
+F after measuring; and
 ``--inject_quality_drop=D`` (or env ``MLPF_NIGHTLY_INJECT_QUALITY_DROP=D``) makes every quality
 metric worse by the fraction D.
 """
@@ -106,13 +114,13 @@ REGISTRY = Registry()
 register = REGISTRY.register
 REGISTRY.register("training_throughput",
                   lazy_provider("benchmark.throughput", "nightly_training_throughput"),
-                  "bigger", 0.15, "events/s", SPEED)
+                  "bigger", 0.10, "events/CPU-s", SPEED)
 REGISTRY.register("pipeline_throughput",
                   lazy_provider("benchmark.data_throughput", "nightly_pipeline_throughput"),
-                  "bigger", 0.15, "events/s", SPEED)
+                  "bigger", 0.10, "events/CPU-s", SPEED)
 REGISTRY.register("oracle_latency",
                   lazy_provider("benchmark.oracle_latency", "nightly_decision_latency_ms"),
-                  "smaller", 0.30, "ms", SPEED)
+                  "smaller", 0.10, "CPU-ms", SPEED)
 REGISTRY.register("smoke_search_loss",
                   lazy_provider("benchmark.nightly_search", "nightly_smoke_search_best_loss"),
                   "smaller", 0.05, "val_loss", QUALITY)
@@ -144,7 +152,7 @@ def _git_commit() -> str | None:
 
 
 def run_nightly(metrics: Sequence[Metric], baseline_path: str, *, update_baseline: bool = False,
-                history_path: str | None = None, repeats: int = 3, slowdown: float = 1.0,
+                history_path: str | None = None, repeats: int = 5, slowdown: float = 1.0,
                 quality_drop: float = 0.0, out: TextIO = sys.stdout,
                 err: TextIO = sys.stderr) -> int:
     """Measure, compare, print the table; returns the exit status (see the module docstring)."""
@@ -167,7 +175,8 @@ def run_nightly(metrics: Sequence[Metric], baseline_path: str, *, update_baselin
               "(test switches)", file=out)
     comparisons = []
     for metric in metrics:
-        base = (previous or {}).get(metric.name, {}).get("value")
+        entry = (previous or {}).get(metric.name, {})
+        base, base_values = entry.get("value"), entry.get("values") or ()
         start = time.perf_counter()
         try:
             values = measure(metric, repeats, slowdown, quality_drop)
@@ -179,7 +188,7 @@ def run_nightly(metrics: Sequence[Metric], baseline_path: str, *, update_baselin
             continue
         comparisons.append(regression.compare(metric.name, statistics.median(values), base,
                                               metric.direction, metric.threshold, metric.unit,
-                                              values))
+                                              values, base_values))
         print(f"measured {metric.name}: {repeats} x in {time.perf_counter() - start:.1f} s",
               file=err)
     print(regression.format_table(comparisons), file=out)
@@ -226,7 +235,8 @@ def _define_flags():
     flags.DEFINE_string("baseline", None, "baseline JSON file (required)")
     flags.DEFINE_boolean("update_baseline", False, "write the measured figures as the baseline")
     flags.DEFINE_string("history", None, "JSON-lines file each run is appended to")
-    flags.DEFINE_integer("repeats", 3, "measurements per metric (median is compared)", lower_bound=1)
+    flags.DEFINE_integer("repeats", 5, "measurements per metric (the median is compared; the "
+                         "noise band and the test use them all)", lower_bound=1)
     flags.DEFINE_list("metrics", [], "only these metrics (default: the whole suite)")
     flags.DEFINE_list("providers", [], "modules to import that register() extra metrics")
     flags.DEFINE_float("inject_slowdown", _env_float(ENV_SLOWDOWN, 1.0),

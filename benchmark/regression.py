@@ -1,10 +1,20 @@
-"""Compare benchmark figures with a stored baseline: ratios, thresholds, baseline and history files.
+"""Compare benchmark figures with a stored baseline: noise-aware ratios, baseline and history.
 
 A metric has a direction: ``smaller`` (latency, loss) or ``bigger`` (throughput) is better.
 Both fold into one *worse ratio*: value / baseline for ``smaller``, baseline / value for
-``bigger``; above 1 means worse. A metric regresses when its worse ratio exceeds
-``1 + threshold`` and counts as improved below ``1 / (1 + threshold)``; so a threshold of 0.15
-allows a latency to grow by 15 % or a throughput to fall by 13 % (1 - 1/1.15).
+``bigger``, medians of the repeats; above 1 means worse.
+
+A change counts only when it is larger than the noise. The *band* of a metric is
+``max(threshold, NOISE_K x relative spread)``, where the relative spread is the robust spread
+(1.4826 x median absolute deviation, over the median) of the baseline's repeats or of this
+run's, whichever is larger; ``threshold`` is the smallest change that matters. A metric
+REGRESSES when its worse ratio exceeds ``1 + band`` **and**, with at least
+``MIN_REPEATS_FOR_TEST`` repeats on both sides, a one-sided Mann-Whitney U test finds this
+run's repeats worse than the baseline's at p <= ``ALPHA``; it counts as improved by the mirror rule.
+So one slow repeat, or a machine whose runs spread by 20%, does not raise an alarm, while a
+steady 20% slowdown on a machine with a few percent of noise does (every new repeat worse: p = 0.004
+with 5 repeats a side, 0.05 with 3). Speed metrics are measured in CPU time where wall time is
+noisy (see :mod:`benchmark.nightly`).
 
 Baseline file (JSON, written atomically)::
 
@@ -12,7 +22,9 @@ Baseline file (JSON, written atomically)::
      "metrics": {"<name>": {"value": 123.4, "direction": "bigger", "threshold": 0.15,
                             "unit": "events/s", "values": [...]}}}
 
-History file: JSON lines, one per nightly run, appended (one write per line, fsync).
+``values`` are the baseline's repeats (the noise estimate and the test need them; a baseline
+without them is judged on the threshold alone). History file: JSON lines, one per nightly run,
+appended (one write per line, fsync).
 """
 
 from __future__ import annotations
@@ -21,12 +33,19 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
 from mlpf_tf.configbase import atomic_write_text
 
 DIRECTIONS = ("smaller", "bigger")
+#: the band is at least this many relative robust spreads of the repeats
+NOISE_K = 3.0
+#: significance of the one-sided Mann-Whitney U test
+ALPHA = 0.05
+#: repeats needed on each side before the test is applied
+MIN_REPEATS_FOR_TEST = 3
 BASELINE_VERSION = 1
 OK, REGRESSION, IMPROVED, NEW, ERROR = "ok", "REGRESSION", "improved", "new", "ERROR"
 
@@ -57,6 +76,8 @@ class Comparison:
     ratio: float = math.nan  # worse ratio
     message: str = ""
     values: tuple = ()
+    band: float = math.nan      # allowed relative worsening (threshold or noise, larger)
+    p_value: float = math.nan   # one-sided test that this run is worse (NaN: not applied)
 
     @property
     def change(self) -> float:
@@ -67,25 +88,55 @@ class Comparison:
 
     @property
     def allowed(self) -> str:
+        band = self.band if math.isfinite(self.band) else self.threshold
         if self.direction == "smaller":
-            return f"<= {self.threshold * 100:+.1f}%"
-        return f">= {(1.0 / (1.0 + self.threshold) - 1.0) * 100:+.1f}%"
+            return f"<= {band * 100:+.1f}%"
+        return f">= {(1.0 / (1.0 + band) - 1.0) * 100:+.1f}%"
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "median": _finite_or_none(self.value),
                 "values": [_finite_or_none(v) for v in self.values],
                 "baseline": _finite_or_none(self.baseline), "direction": self.direction,
                 "threshold": self.threshold, "unit": self.unit, "status": self.status,
-                "worse_ratio": _finite_or_none(self.ratio), "message": self.message}
+                "worse_ratio": _finite_or_none(self.ratio), "band": _finite_or_none(self.band),
+                "p_value": _finite_or_none(self.p_value), "message": self.message}
 
 
 def _finite_or_none(x: float) -> float | None:
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
+def relative_spread(values: Sequence[float]) -> float:
+    """1.4826 x median absolute deviation / |median| (0 for fewer than 2 values)."""
+    v = [float(x) for x in values if math.isfinite(float(x))]
+    if len(v) < 2:
+        return 0.0
+    med = statistics.median(v)
+    if med == 0:
+        return 0.0
+    mad = statistics.median(abs(x - med) for x in v)
+    return 1.4826 * mad / abs(med)
+
+
+def worse_p_value(values: Sequence[float], baseline_values: Sequence[float],
+                  direction: str) -> float:
+    """One-sided Mann-Whitney U p-value that ``values`` are worse than ``baseline_values``
+    (NaN when either side has fewer than MIN_REPEATS_FOR_TEST values)."""
+    if len(values) < MIN_REPEATS_FOR_TEST or len(baseline_values) < MIN_REPEATS_FOR_TEST:
+        return math.nan
+    from scipy.stats import mannwhitneyu
+
+    alternative = "greater" if direction == "smaller" else "less"
+    return float(mannwhitneyu(list(values), list(baseline_values), alternative=alternative,
+                              method="exact" if len(values) * len(baseline_values) <= 400
+                              else "asymptotic").pvalue)
+
+
 def compare(name: str, value: float, baseline: float | None, direction: str, threshold: float,
-            unit: str = "", values: Sequence[float] = ()) -> Comparison:
-    """Judge one median against its baseline (``None``: metric new to the baseline)."""
+            unit: str = "", values: Sequence[float] = (),
+            baseline_values: Sequence[float] = ()) -> Comparison:
+    """Judge one median against its baseline (``None``: metric new to the baseline); see the
+    module doc for the band and the test."""
     if threshold < 0:
         raise ValueError(f"{name}: threshold must be >= 0, got {threshold}")
     common = dict(name=name, value=float(value), direction=direction, threshold=threshold,
@@ -96,13 +147,18 @@ def compare(name: str, value: float, baseline: float | None, direction: str, thr
     if baseline is None:
         return Comparison(baseline=math.nan, status=NEW, message="not in the baseline", **common)
     ratio = worse_ratio(value, baseline, direction)
-    if ratio > 1.0 + threshold:
+    band = max(threshold, NOISE_K * max(relative_spread(values),
+                                        relative_spread(baseline_values)))
+    p_worse = worse_p_value(values, baseline_values, direction)
+    p_better = worse_p_value(baseline_values, values, direction)
+    if ratio > 1.0 + band and not p_worse > ALPHA:
         status = REGRESSION
-    elif ratio < 1.0 / (1.0 + threshold):
+    elif ratio < 1.0 / (1.0 + band) and not p_better > ALPHA:
         status = IMPROVED
     else:
         status = OK
-    return Comparison(baseline=float(baseline), status=status, ratio=ratio, **common)
+    return Comparison(baseline=float(baseline), status=status, ratio=ratio, band=band,
+                      p_value=p_worse, **common)
 
 
 def load_baseline(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -167,14 +223,17 @@ def _num(x: float) -> str:
 
 
 def format_table(comparisons: Sequence[Comparison]) -> str:
-    """A fixed-width table: metric, unit, better, baseline, median, change, allowed, status."""
-    header = ("metric", "unit", "better", "baseline", "median", "change", "allowed", "status")
+    """A fixed-width table: metric, unit, better, baseline, median, change, allowed (the band),
+    p (one-sided test that it got worse), status."""
+    header = ("metric", "unit", "better", "baseline", "median", "change", "allowed", "p",
+              "status")
     rows = [header]
     for c in comparisons:
         change = f"{c.change * 100:+.1f}%" if math.isfinite(c.change) else "-"
         status = c.status + (f" ({c.message})" if c.message and c.status == ERROR else "")
+        p = f"{c.p_value:.3f}" if math.isfinite(c.p_value) else "-"
         rows.append((c.name, c.unit, c.direction, _num(c.baseline), _num(c.value), change,
-                     c.allowed, status))
+                     c.allowed, p, status))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = []
     for r in rows:

@@ -9,7 +9,7 @@
 #   MLPF_REPO          repository root (default: the parent of this script's directory)
 #   MLPF_NIGHTLY_DIR   where baseline.json, history.jsonl and logs live (default: ~/mlpf-nightly)
 #   MLPF_PYTHON        interpreter (default: $MLPF_REPO/.venv/bin/python)
-#   MLPF_NIGHTLY_REPEATS  measurements per metric (default 3)
+#   MLPF_NIGHTLY_REPEATS  measurements per metric (default 5)
 #   MLPF_SYSTEM_ENV    a file sourced first (modules, proxies), e.g. launch/slurm/<system>.env
 # Extra arguments are passed on, e.g. `--update_baseline` (first run, or after an accepted
 # change) or `--metrics=training_throughput`.
@@ -33,7 +33,7 @@ else
 fi
 dir="${MLPF_NIGHTLY_DIR:-$HOME/mlpf-nightly}"
 python="${MLPF_PYTHON:-$repo/.venv/bin/python}"
-repeats="${MLPF_NIGHTLY_REPEATS:-3}"
+repeats="${MLPF_NIGHTLY_REPEATS:-5}"
 
 if [[ -n "${MLPF_SYSTEM_ENV:-}" ]]; then
   # shellcheck disable=SC1090

@@ -381,3 +381,23 @@ def test_a_remote_oracle_client_plugs_in(tmp_path):
         ("update_trial", "1", 1), ("update_trial", "1", 2), ("end_trial", "1", "COMPLETED"),
         ("create_trial", "worker3@s1")]
     assert not (tmp_path / "keras_tuner").exists()  # the chief keeps the search state
+
+
+@pytest.mark.parametrize("tuner", ["random", "hyperband", "asha", "asha_bo"])
+def test_comparison_searches_spend_the_budget_and_stop_on_nothing_else(tmp_path, tuner):
+    """The ``compare`` preset's search section: every tuner runs until the allocated budget is
+    spent (over by less than one trial of its single worker), never stopping on a trial cap."""
+    from benchmark import experiments
+
+    preset = dict(experiments.get("compare").overrides["search"], tuner=tuner)
+    cfg = SearchConfig(**preset)
+    assert (cfg.max_trials, cfg.hyperband_iterations) == (0, 0)
+    now = [0.0]
+    trial_seconds = 37.0
+    budget = AllocationBudget(cfg.node_hour_budget, nodes=1, start=0.0, clock=lambda: now[0])
+    search = make_tuner(tmp_path, cfg, ClockedTrainer(now, trial_seconds), budget=budget)
+    search.search()
+    assert search.stop_reason == "node_hour_budget"
+    used = budget.used()
+    assert cfg.node_hour_budget <= used < cfg.node_hour_budget + trial_seconds / 3600
+    assert len(search.trials_run) == math.ceil(cfg.node_hour_budget * 3600 / trial_seconds)

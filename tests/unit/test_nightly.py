@@ -46,11 +46,12 @@ def baselined(tmp_path):
 def test_baseline_update_writes_medians_atomically(baselined):
     data = json.loads((baselined / "baseline.json").read_text())
     assert data["version"] == 1
-    assert data["metrics"]["train_tp"]["value"] == 1000.0  # median of 1000, 1020, 985
-    assert data["metrics"]["train_tp"]["values"] == [1000.0, 1020.0, 985.0]
+    # 5 repeats by default: 1000, 1020, 985, 1000, 1020 -> median 1000
+    assert data["metrics"]["train_tp"]["value"] == 1000.0
+    assert data["metrics"]["train_tp"]["values"] == [1000.0, 1020.0, 985.0, 1000.0, 1020.0]
     assert data["metrics"]["latency"] == {"value": 2.0, "direction": "smaller",
                                           "threshold": 0.3, "unit": "ms",
-                                          "values": [2.0, 2.04, 1.97]}
+                                          "values": [2.0, 2.04, 1.97, 2.0, 2.04]}
     assert not [f for f in os.listdir(baselined) if f.startswith(".tmp")]
 
 
@@ -159,3 +160,47 @@ def test_cli_with_providers_module_and_env_slowdown(tmp_path):
     assert len((tmp_path / "h.jsonl").read_text().splitlines()) == 2
     bad = subprocess.run(cmd + ["--metrics=nope"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown metric(s) nope" in bad.stderr
+
+
+def test_a_change_inside_the_noise_is_not_a_regression():
+    """Runs spreading by +-20%: a median 20% worse is inside the band (3 robust spreads)."""
+    base = [100.0, 80.0, 120.0, 95.0, 110.0]
+    new = [80.0, 64.0, 96.0, 76.0, 88.0]  # every repeat 20% lower, same spread
+    c = regression.compare("tp", 80.0, 100.0, "bigger", 0.10, values=new, baseline_values=base)
+    assert c.band > 0.2 and c.status == regression.OK
+
+
+def test_a_steady_20_percent_slowdown_is_caught_and_one_outlier_is_not():
+    base = [100.0, 101.0, 99.0, 100.5, 99.5]
+    slow = [83.0, 84.0, 82.5, 83.5, 84.5]  # 1 / 1.2 = 0.833
+    c = regression.compare("tp", 83.5, 100.0, "bigger", 0.10, values=slow, baseline_values=base)
+    assert c.status == regression.REGRESSION
+    assert c.ratio == pytest.approx(100.0 / 83.5)
+    assert c.band == pytest.approx(0.10)  # noise far below the threshold
+    assert c.p_value == pytest.approx(1 / 252)  # exact one-sided U test, 5 vs 5, all worse
+    one_bad = [100.0, 60.0, 99.0, 101.0, 100.0]
+    c = regression.compare("tp", 100.0, 100.0, "bigger", 0.10, values=one_bad,
+                           baseline_values=base)
+    assert c.status == regression.OK
+    # medians 15% worse but the repeats overlap: the test does not confirm it
+    mixed = [86.0, 101.0, 85.0, 99.0, 87.0]
+    c = regression.compare("tp", 87.0, 100.0, "bigger", 0.10, values=mixed,
+                           baseline_values=base)
+    assert c.ratio > 1.1 + 1e-9 and c.status == regression.OK and c.p_value > 0.05
+    assert regression.compare("lat", 1.25, 1.0, "smaller", 0.10, values=[1.25, 1.24, 1.26],
+                              baseline_values=[1.0, 1.01, 0.99]).status == regression.REGRESSION
+
+
+def test_slowdown_switch_burns_cpu_time(monkeypatch):
+    import time
+
+    from benchmark import slowdown
+
+    monkeypatch.setenv(slowdown.ENV, "0.5")
+    assert slowdown.fraction() == 0.5
+    t0 = time.process_time()
+    slowdown.pad(0.04)
+    assert time.process_time() - t0 >= 0.02
+    monkeypatch.setenv(slowdown.ENV, "fast")
+    with pytest.raises(ValueError, match="MLPF_BENCH_SLOWDOWN='fast' is not a number"):
+        slowdown.fraction()
