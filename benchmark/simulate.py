@@ -67,8 +67,6 @@ from tuners.records import SCHEMA_VERSION, TRIALS_FILE
 
 SIM_EPOCH = 1_600_000_000.0  # unix time of the simulated start of every run
 SIM_FILE = "simulation.json"
-RANDOM_MAX_TRIALS = 10**6
-HYPERBAND_ITERATIONS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,9 +109,10 @@ def search_config(setup: Setup, tuner: str, seed: int) -> SearchConfig:
         tuner=tuner, max_epochs=setup.max_epochs, min_epochs=setup.min_epochs,
         reduction_factor=setup.reduction_factor, brackets=setup.brackets,
         num_initial_points=setup.num_initial_points,
-        max_trials=RANDOM_MAX_TRIALS if tuner == "random" else 0,
-        node_hour_budget=setup.budget_node_hours if tuner in ("asha", "asha_bo") else 0.0,
-        hyperband_iterations=HYPERBAND_ITERATIONS, seed=seed, space=setup.space)
+        # the budget is the only limit, as in a real comparison: no trial cap, Hyperband
+        # iterates until the simulated clock reaches the allocated node-hours
+        max_trials=0, node_hour_budget=setup.budget_node_hours, hyperband_iterations=0,
+        seed=seed, space=setup.space)
     cfg.validate()
     return cfg
 
