@@ -6,7 +6,9 @@ flagfile or command-line flag (which still win). Registered experiments:
 * ``smoke`` (default) -- ASHA on the reduced space, synthetic particle-gun events (a few hundred),
   a small graph network, rungs of 1, 2 and 4 epochs: a whole search takes minutes on two cores.
 * ``delphes_paper`` -- the reference study: the real Delphes ttbar files from a manual
-  directory, the reference model and search space, the paper's scheduler settings for Delphes
+  directory, the reference model (``--model.variant=reference``: the study's architecture,
+  objective and staircase exponential decay; learning rate not scaled with the 4 ranks, as in
+  the reference) and search space, the paper's scheduler settings for Delphes
   (ASHA max 100 epochs, grace period 5, reduction factor 3, one bracket; 10 random warm-up
   points for ASHA+BO) on 12 nodes x 4 GPUs, one trial per node, within 12 nodes x 6 h.
 * ``scaling`` -- the smoke search repeated at several worker counts (``sweep``); each point is
@@ -62,7 +64,7 @@ _DELPHES_PAPER: Overrides = {
     "model": dict(DELPHES_REFERENCE),
     "train": {"epochs": 100, "batch_size": 5, "optimizer": "adam", "lr": 1e-4,
               "lr_schedule": "exponential", "decay_steps": 10000, "decay_rate": 0.99,
-              "lr_scaling": "linear", "checkpoint_every_epochs": 1},
+              "staircase": "on", "lr_scaling": "none", "checkpoint_every_epochs": 1},
     "search": {"tuner": "asha", "space": "reference", "objective": "val_loss",
                "direction": "min", "max_epochs": 100, "min_epochs": 5, "reduction_factor": 3,
                "brackets": 1, "num_initial_points": 10, "max_trials": 1000,

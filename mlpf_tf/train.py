@@ -81,6 +81,9 @@ class TrainResult:
     global_batch_size: int
     lr: float  # initial learning rate after scaling with the number of ranks
     model: Any = dataclasses.field(default=None, repr=False)
+    base_lr: float | None = None  # --train.lr, before scaling
+    lr_scaling: str | None = None  # the scaling rule applied (linear, sqrt, none)
+    schedule: dict[str, Any] | None = None  # the LR schedule as built (see schedule_settings)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly view (without the model)."""
@@ -108,16 +111,73 @@ def configure_threads(num_threads: int, inter_op: int | None = None) -> None:
                             "cannot change to %d", getter(), value)
 
 
-def make_optimizer(cfg: TrainConfig, num_ranks: int = 1):
-    """The configured Keras optimizer with the learning rate scaled for ``num_ranks``."""
+@tf.keras.utils.register_keras_serializable(package="mlpf_tf")
+class CosineToEnd(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """lr * ((1 - alpha) * 0.5 * (1 + cos(pi * min(step, total) / total)) + alpha).
+
+    Computed in float64: in float32, Keras' CosineDecay rounds the rate of the last steps of a
+    long schedule to exactly 0 (e.g. step 44,999 of 45,000), which would stop a trial from
+    learning before it ends.
+    """
+
+    def __init__(self, initial_learning_rate: float, decay_steps: int, alpha: float = 0.0):
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.decay_steps = int(decay_steps)
+        self.alpha = float(alpha)
+
+    def __call__(self, step):
+        t = tf.minimum(tf.cast(step, tf.float64), float(self.decay_steps)) / self.decay_steps
+        cosine = 0.5 * (1.0 + tf.cos(np.pi * t))
+        rate = self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
+        return tf.cast(rate, tf.float32)
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "decay_steps": self.decay_steps, "alpha": self.alpha}
+
+
+def schedule_steps(cfg: TrainConfig, end_epoch: int, steps_per_epoch: int) -> int:
+    """Optimizer steps a cosine schedule spans: the trial's total training steps.
+
+    max(``cfg.epochs``, ``end_epoch``) x ``steps_per_epoch``: a trial trained in rungs (resumed
+    at larger ``end_epoch``) sees the same schedule at every resume as long as ``cfg.epochs``
+    covers its largest budget, and the rate is above zero on every step it trains.
+    """
+    return max(1, max(int(cfg.epochs), int(end_epoch)) * max(1, int(steps_per_epoch)))
+
+
+def schedule_settings(cfg: TrainConfig, num_ranks: int = 1, total_steps: int | None = None,
+                      variant: str = "improved") -> dict[str, Any]:
+    """The learning-rate schedule a trial uses, as plain values (recorded in its result)."""
     lr = distributed.scaled_lr(cfg.lr, cfg.lr_scaling, num_ranks)
-    schedule: Any = lr
+    out: dict[str, Any] = {"name": cfg.lr_schedule, "lr": lr, "base_lr": cfg.lr,
+                           "lr_scaling": cfg.lr_scaling, "ranks": int(num_ranks)}
     if cfg.lr_schedule == "exponential":
-        schedule = tf.keras.optimizers.schedules.ExponentialDecay(lr, cfg.decay_steps,
-                                                                  cfg.decay_rate)
+        staircase = (variant == "reference" if cfg.staircase == "auto"
+                     else cfg.staircase == "on")
+        out.update(decay_steps=cfg.decay_steps, decay_rate=cfg.decay_rate, staircase=staircase)
     elif cfg.lr_schedule == "cosine":
-        schedule = tf.keras.optimizers.schedules.CosineDecay(lr, cfg.decay_steps,
-                                                             alpha=cfg.cosine_alpha)
+        if total_steps is None:
+            raise ValueError("--train.lr_schedule=cosine needs the trial's total training "
+                             "steps (schedule_steps)")
+        out.update(decay_steps=int(total_steps), alpha=cfg.cosine_alpha)
+    return out
+
+
+def make_optimizer(cfg: TrainConfig, num_ranks: int = 1, total_steps: int | None = None,
+                   variant: str = "improved"):
+    """The configured Keras optimizer with the learning rate scaled for ``num_ranks``.
+
+    ``total_steps``: the trial's total training steps (:func:`schedule_steps`), which a cosine
+    schedule spans; ``variant``: the model variant (decides ``--train.staircase=auto``).
+    """
+    sched = schedule_settings(cfg, num_ranks, total_steps, variant)
+    schedule: Any = sched["lr"]
+    if cfg.lr_schedule == "exponential":
+        schedule = tf.keras.optimizers.schedules.ExponentialDecay(
+            sched["lr"], sched["decay_steps"], sched["decay_rate"], staircase=sched["staircase"])
+    elif cfg.lr_schedule == "cosine":
+        schedule = CosineToEnd(sched["lr"], sched["decay_steps"], alpha=cfg.cosine_alpha)
     if cfg.optimizer == "adam":
         return tf.keras.optimizers.Adam(learning_rate=schedule)
     return tf.keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum)
@@ -377,7 +437,14 @@ def _fit(data_cfg, model_cfg, cfg: TrainConfig, ctx, run_dir, initial_epoch, end
     sample = next(iter((val_ds if val_ds is not None else train_ds).take(1)))
     model(sample[0], training=False)  # create the weights
 
-    optimizer = distributed.distributed_optimizer(make_optimizer(cfg, ctx.size), ctx)
+    variant = getattr(model_cfg, "variant", "improved")
+    total_steps = schedule_steps(cfg, end_epoch, steps)
+    sched = schedule_settings(cfg, ctx.size, total_steps, variant)
+    if ctx.is_root:
+        logging.info("learning rate %.4g = %.4g x %d ranks (--train.lr_scaling=%s), schedule %s",
+                     sched["lr"], cfg.lr, ctx.size, cfg.lr_scaling, sched)
+    optimizer = distributed.distributed_optimizer(
+        make_optimizer(cfg, ctx.size, total_steps, variant), ctx)
     if cfg.mixed_precision:
         # Loss scaling outside the averaging optimizer: gradients are averaged before the
         # finite check, so all ranks skip or apply a step together.
@@ -396,7 +463,7 @@ def _fit(data_cfg, model_cfg, cfg: TrainConfig, ctx, run_dir, initial_epoch, end
 
     checkpoint_dir = os.path.join(run_dir, CHECKPOINT_SUBDIR) if run_dir else None
     meta = {"ranks": ctx.size, "batch_size_per_rank": cfg.batch_size,
-            "steps_per_epoch": steps, "train_config": cfg.to_dict()}
+            "steps_per_epoch": steps, "lr_schedule": sched, "train_config": cfg.to_dict()}
     recorder = _EpochRecorder(ctx, end_epoch, checkpoint_dir, cfg, optimizer, on_epoch_end,
                               meta)
     cbs: list[tf.keras.callbacks.Callback] = [
@@ -425,7 +492,7 @@ def _fit(data_cfg, model_cfg, cfg: TrainConfig, ctx, run_dir, initial_epoch, end
                        if k != "epoch"},
         checkpoint=last, steps_per_epoch=steps, ranks=ctx.size,
         global_batch_size=cfg.batch_size * ctx.size,
-        lr=distributed.scaled_lr(cfg.lr, cfg.lr_scaling, ctx.size), model=model)
+        lr=sched["lr"], model=model, base_lr=cfg.lr, lr_scaling=cfg.lr_scaling, schedule=sched)
 
 
 # -- command line ------------------------------------------------------------------------------

@@ -1,9 +1,18 @@
 """TrainConfig: how one configuration (one trial) is trained, validated before compute starts.
 
 Batch size is per rank: with N Horovod ranks an optimizer step sees N x ``batch_size`` events,
-and the learning rate is scaled with N by ``lr_scaling`` (linear: lr x N, sqrt: lr x sqrt(N)).
+and the learning rate is scaled with N by ``lr_scaling`` (linear: lr x N, sqrt: lr x sqrt(N),
+none: unscaled, as the reference study did); the choice and the resulting rate are logged on
+rank 0 and recorded in the trial's result (``lr_scaling``, ``base_lr``, ``lr``).
 The learning-rate schedules count optimizer steps, so they continue where they stopped when a
 trial resumes from a checkpoint (the step counter is part of the optimizer state).
+
+Schedules: ``exponential`` multiplies the rate by ``decay_rate`` every ``decay_steps`` steps
+(in whole steps with ``staircase``: on for ``--model.variant=reference`` unless set, as the
+reference); ``cosine`` decays over the trial's total training steps, max(``epochs``, the
+epochs the trial is asked to reach) x steps per epoch, so the rate is above zero until the
+trial's last step whatever batch size or data size a search draws (``decay_steps`` does not
+apply to it).
 
 ``mixed_precision`` selects the Keras ``mixed_float16`` policy with dynamic loss scaling. It is
 meant for GPUs with float16 tensor cores; on CPUs it is slower than float32 and only useful to
@@ -37,14 +46,18 @@ class TrainConfig(Section):
     momentum: float = param(0.0, "sgd: momentum", low=0.0)
     lr_schedule: str = param("constant", "learning-rate schedule over optimizer steps",
                              choices=LR_SCHEDULES)
-    decay_steps: int = param(1000, "exponential: steps per decay by decay_rate; cosine: steps "
-                             "to decay to cosine_alpha x lr (search 10..2000)", low=1)
+    decay_steps: int = param(1000, "exponential only: steps per decay by decay_rate (search "
+                             "10..2000); cosine spans the trial's total training steps", low=1)
     decay_rate: float = param(0.99, "exponential: factor per decay_steps (search 0.9..1.0)",
                               low=0.0, high=1.0)
-    cosine_alpha: float = param(0.0, "cosine: final learning rate as a fraction of lr", low=0.0,
-                                high=1.0)
+    staircase: str = param("auto", "exponential: decay in whole steps of decay_steps (on) or "
+                           "continuously (off); auto = on for --model.variant=reference (as "
+                           "the reference), off for improved", choices=("auto", "on", "off"))
+    cosine_alpha: float = param(0.0, "cosine: learning rate after the trial's total training "
+                                "steps, as a fraction of lr", low=0.0, high=1.0)
     lr_scaling: str = param("linear", "scale lr with the number of Horovod ranks N: linear "
-                            "(x N), sqrt (x sqrt N) or none", choices=LR_SCALINGS)
+                            "(x N), sqrt (x sqrt N) or none (the reference study: none); "
+                            "recorded in the trial result", choices=LR_SCALINGS)
     steps_per_epoch: int = param(0, "optimizer steps per epoch (0 = one pass over each rank's "
                                  "shard of the train split)", low=0)
     validation_steps: int = param(0, "validation batches per rank per epoch (0 = the whole "

@@ -10,6 +10,15 @@ values are given in each help text.
 Training-loop settings (learning rate, batch size, decay, mixed precision) live in the training
 configuration, not here.
 
+Two designs (``variant``, see :mod:`mlpf_tf.model.variants`): ``improved`` (default, this
+project's network) and ``reference`` (the Delphes "PFNetDense" the study tuned, with its
+objective). Some fields mean slightly different things in the two: ``layernorm`` normalises
+every graph layer output and head layer (improved) or every graph layer's input (reference,
+which always normalises the classification features once before the heads); the head sizes
+``head_hidden_dim`` / ``head_num_layers`` apply to all heads (improved), while the reference
+heads are 4 (class), 2 (charge) and 3 (others) layers of widths halving from
+``head_hidden_dim``; ``hidden_dim`` and ``log_energy_loss`` apply to ``improved`` only.
+
 Loss weights: the defaults are the reference Delphes weights (cls 1, charge 1, kinematics 100).
 pT and E are regressed in log1p space (``log_energy_loss``). Measured here (gun events, 400
 train / 100 test, 5 epochs, two seeds): kinematic weights of 10 and of 100 give the same
@@ -24,6 +33,7 @@ import dataclasses
 
 from mlpf_tf.configbase import Section, param
 from mlpf_tf.data.schema import NUM_CLASSES
+from mlpf_tf.model.variants import VARIANTS
 
 ACTIVATIONS = ("elu", "relu", "gelu", "selu", "tanh", "swish")
 
@@ -34,13 +44,19 @@ class ModelConfig(Section):
 
     SECTION = "model"
 
+    variant: str = param("improved", "network design: improved = this project's MLPF "
+                         "(log1p inputs, learned encoding, equal heads, per-event loss); "
+                         "reference = the study's Delphes PFNetDense with its objective "
+                         "(jpata/particleflow 0ea1460); differences: mlpf_tf/model/variants.py",
+                         choices=VARIANTS)
     # Widths and activation.
-    hidden_dim: int = param(32, "width of the input encoding and the head FFNs "
-                            "(reference 256)", low=1)
+    hidden_dim: int = param(32, "improved only: width of the learned input encoding", low=1)
     activation: str = param("elu", "activation of all hidden layers", choices=ACTIVATIONS)
     num_classes: int = param(NUM_CLASSES, "number of particle classes incl. 'none' (fixed by "
                              "the schema)", choices=(NUM_CLASSES,))
-    layernorm: bool = param(True, "layer normalisation after every graph layer and in the heads")
+    layernorm: bool = param(True, "improved: layer norm after every graph layer and in every "
+                            "head layer; reference: layer norm at every graph layer's input "
+                            "(reference Delphes: off)")
     # Graph building (LSH binning in a learned space).
     ffn_dist_hidden_dim: int = param(32, "hidden width of the FFN mapping elements to the "
                                      "distance space (search 64..256)", low=1)
@@ -70,10 +86,13 @@ class ModelConfig(Section):
     dropout: float = param(0.0, "dropout of the head FFNs; graph layers get half "
                            "(search 0..0.5)", low=0.0)
     # Heads.
-    head_hidden_dim: int = param(32, "hidden width of the output heads", low=1)
-    head_num_layers: int = param(2, "hidden layers of every output head", low=1)
+    head_hidden_dim: int = param(32, "hidden width of the output heads (reference: width of "
+                                 "the first head layer, halving per layer; Delphes 256)", low=1)
+    head_num_layers: int = param(2, "improved only: hidden layers of every output head "
+                                 "(reference: 4 class, 2 charge, 3 others)", low=1)
     # Losses.
-    log_energy_loss: bool = param(True, "regress pT and E as log1p (outputs stay in GeV)")
+    log_energy_loss: bool = param(True, "improved only: regress pT and E as log1p (outputs "
+                                  "stay in GeV); the reference loss is Huber in GeV")
     cls_loss_weight: float = param(1.0, "weight of the classification loss (reference 1)",
                                    low=0.0)
     charge_loss_weight: float = param(1.0, "weight of the charge loss (reference 1)", low=0.0)
@@ -100,6 +119,12 @@ class ModelConfig(Section):
         if sum(weights) <= 0.0:
             self.fail("cls_loss_weight", "all loss weights are 0")
 
+    def options(self):
+        """The :class:`~mlpf_tf.model.variants.VariantOptions` of this config's variant."""
+        from mlpf_tf.model.variants import options
+
+        return options(self.variant)
+
     def loss_weights(self) -> dict[str, float]:
         """Loss component name -> weight, e.g. {"cls": 1.0, "pt": 100.0, ...}."""
         return {key: float(getattr(self, name)) for key, name in LOSS_WEIGHT_FIELDS.items()}
@@ -116,11 +141,14 @@ LOSS_WEIGHT_FIELDS = {
     "energy": "energy_loss_weight",
 }
 
-#: the reference Delphes configuration (for benchmarks and documentation)
+#: the reference Delphes model (``parameters/delphes.yaml`` of the reference code): 3,285,841
+#: trainable parameters and 38,400 fixed LSH projection weights
 DELPHES_REFERENCE = dict(
-    hidden_dim=256, distance_dim=128, bin_size=640, max_num_bins=100, dist_mult=0.1,
+    variant="reference", distance_dim=128, bin_size=640, max_num_bins=100, dist_mult=0.1,
+    clip_value_low=0.0, num_node_messages=1, normalize_degrees=True, dropout=0.0,
     num_graph_layers_common=3, num_graph_layers_energy=3, output_dim=256, head_hidden_dim=256,
-    ffn_dist_hidden_dim=128, layernorm=True, activation="elu",
+    ffn_dist_hidden_dim=128, ffn_dist_num_layers=1, layernorm=False, activation="elu",
+    cls_loss_weight=1.0, charge_loss_weight=1.0,
     pt_loss_weight=100.0, eta_loss_weight=100.0, sin_phi_loss_weight=100.0,
     cos_phi_loss_weight=100.0, energy_loss_weight=100.0,
 )

@@ -8,6 +8,14 @@ element's own measurement, as in the reference model:
   pT = expm1(log1p(E / cosh(eta)) + sigmoid(g) * c)   (derived from E and eta, plus a gated
        correction c with gate g).
 All outputs are float32 (the last Dense of every head is float32 under mixed precision).
+
+:class:`ReferenceHeads` are the heads of the reference Delphes model (``variant=reference``):
+one LayerNorm on the classification features h; class logits from h (4 layers); charge from h
+(2 layers); eta and phi from [h, logits] as the element's value + a correction (3 layers);
+energy from [h, logits, regression stack, logits] directly per class in GeV, the predicted
+class's value taken (3 layers); pT = stop_gradient(E / cosh eta) + sigmoid(g) * c from the same
+input (3 layers). Hidden widths halve from ``head_hidden_dim``; logits enter the regression
+heads with gradients stopped.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mlpf_tf.data import schema
-from mlpf_tf.model.layers import PlainCall, dense_ffn
+from mlpf_tf.model.layers import PlainCall, dense_ffn, element_mask
 
 # Bounds of the log1p-space predictions: keeps expm1 finite (e^20 ~ 5e8 GeV) in float32.
 LOG_MIN, LOG_MAX = -5.0, 20.0
@@ -63,3 +71,47 @@ class OutputHeads(PlainCall, tf.keras.layers.Layer):
         pt = tf.math.expm1(tf.clip_by_value(log_pt, LOG_MIN, LOG_MAX))
         return {"cls": logits, "charge": charge, "pt": pt, "eta": eta, "sin_phi": sin_phi,
                 "cos_phi": cos_phi, "energy": energy}
+
+
+class ReferenceHeads(PlainCall, tf.keras.layers.Layer):
+    """The reference model's output heads (see the module docstring); same outputs as
+    :class:`OutputHeads`, every output zero on padded elements."""
+
+    #: head -> (hidden layers, outputs); widths halve from head_hidden_dim
+    LAYOUT = {"cls_head": (4, None), "charge_head": (2, 1), "eta_head": (3, 2),
+              "phi_head": (3, 4), "energy_head": (3, None), "pt_head": (3, 2)}
+
+    def __init__(self, cfg, **kwargs):
+        super().__init__(**kwargs)
+        self.norm = tf.keras.layers.LayerNormalization(name="cls_features_norm")
+        for name, (depth, out) in self.LAYOUT.items():
+            setattr(self, name, dense_ffn(name, cfg.head_hidden_dim, depth,
+                                          out or cfg.num_classes, cfg.activation,
+                                          dropout=float(cfg.dropout), out_dtype="float32",
+                                          halving=True))
+
+    def call(self, X, cls_features, reg_features, training=None):
+        X = tf.cast(X, tf.float32)
+        mask = element_mask(X)
+
+        def run(head, h):
+            return tf.cast(head(h, training=training), tf.float32) * mask
+
+        h = self.norm(cls_features)
+        logits = run(self.cls_head, h)
+        hard_class = tf.stop_gradient(tf.nn.softmax(100.0 * logits, axis=-1))
+        charge = run(self.charge_head, h)
+        h_cls = tf.concat([h, tf.cast(tf.stop_gradient(logits), h.dtype)], axis=-1)
+        eta = X[..., schema.F_ETA:schema.F_ETA + 1] + run(self.eta_head, h_cls)[..., 1:2]
+        dphi = run(self.phi_head, h_cls)
+        sin_phi = X[..., schema.F_SIN_PHI:schema.F_SIN_PHI + 1] * mask + dphi[..., 1:2]
+        cos_phi = X[..., schema.F_COS_PHI:schema.F_COS_PHI + 1] * mask + dphi[..., 3:4]
+        h_all = tf.concat([h_cls, tf.cast(reg_features, h.dtype),
+                           tf.cast(tf.stop_gradient(logits), h.dtype)], axis=-1)
+        energy = tf.reduce_sum(hard_class * run(self.energy_head, h_all), axis=-1, keepdims=True)
+        pt_base = tf.stop_gradient(energy / tf.cosh(tf.clip_by_value(eta, -8.0, 8.0)))
+        gate_corr = run(self.pt_head, h_all)
+        pt = pt_base + tf.sigmoid(gate_corr[..., :1]) * gate_corr[..., 1:]
+        out = {"cls": logits, "charge": charge, "pt": pt, "eta": eta, "sin_phi": sin_phi,
+               "cos_phi": cos_phi, "energy": energy}
+        return {k: v * mask for k, v in out.items()}

@@ -45,40 +45,54 @@ def element_mask(X: tf.Tensor) -> tf.Tensor:
 
 def dense_ffn(name: str, hidden_dim: int, num_layers: int, out_dim: int, activation: str,
               dropout: float = 0.0, layernorm: bool = False,
-              out_dtype: str | None = None) -> tf.keras.Sequential:
-    """``num_layers`` x (Dense + activation [+ LayerNorm] [+ Dropout]) then a linear Dense."""
+              out_dtype: str | None = None, halving: bool = False) -> tf.keras.Sequential:
+    """``num_layers`` x (Dense + activation [+ LayerNorm] [+ Dropout]) then a linear Dense.
+
+    ``halving``: hidden widths hidden_dim, hidden_dim / 2, hidden_dim / 4, ... (the reference
+    heads); otherwise every hidden layer is ``hidden_dim`` wide.
+    """
     layers = []
+    width = int(hidden_dim)
     for i in range(num_layers):
-        layers.append(tf.keras.layers.Dense(hidden_dim, activation=activation,
+        layers.append(tf.keras.layers.Dense(width, activation=activation,
                                             name=f"{name}_dense{i}"))
         if layernorm:
             layers.append(tf.keras.layers.LayerNormalization(name=f"{name}_ln{i}"))
         if dropout > 0:
             layers.append(tf.keras.layers.Dropout(dropout, name=f"{name}_dropout{i}"))
+        if halving:
+            width = max(1, width // 2)
     kwargs = {"dtype": out_dtype} if out_dtype else {}
     layers.append(tf.keras.layers.Dense(out_dim, name=f"{name}_out", **kwargs))
     return tf.keras.Sequential(layers, name=name)
 
 
 class InputEncoding(PlainCall, tf.keras.layers.Layer):
-    """One-hot element type + transformed features, projected to ``hidden_dim``.
+    """One-hot element type + (transformed) features [+ a learned projection to ``hidden_dim``].
 
-    Fixed transform: pT and E (all types) and E_em / E_had (towers) become sign * log1p(|x|),
-    so that values spanning several decades enter the network at O(1); the other features
-    (eta, sin/cos phi, charge, flags) are already O(1). A Dense layer with the activation then
-    learns the encoding. Padded elements encode to a constant vector and are masked downstream.
+    With ``log_inputs``: pT and E (all types) and E_em / E_had (towers) become
+    sign * log1p(|x|), so that values spanning several decades enter the network at O(1); the
+    other features (eta, sin/cos phi, charge, flags) are already O(1). With ``learned``, a Dense
+    layer with the activation then learns the encoding (the improved variant); without, the 14
+    columns go to the graph layers as they are (the reference). Padded elements encode to a
+    constant vector and are masked downstream.
     """
 
-    def __init__(self, hidden_dim: int, activation: str, **kwargs):
+    def __init__(self, hidden_dim: int, activation: str, log_inputs: bool = True,
+                 learned: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.proj = tf.keras.layers.Dense(hidden_dim, activation=activation, name="proj")
+        self.log_inputs = bool(log_inputs)
+        self.proj = (tf.keras.layers.Dense(hidden_dim, activation=activation, name="proj")
+                     if learned else None)
 
     @staticmethod
-    def transform_features(X: tf.Tensor) -> tf.Tensor:
-        """[B, N, 12] -> [B, N, 3 + 11]: one-hot(type) and the transformed other features."""
+    def transform_features(X: tf.Tensor, log_inputs: bool = True) -> tf.Tensor:
+        """[B, N, 12] -> [B, N, 3 + 11]: one-hot(type) and the (transformed) other features."""
         X = tf.cast(X, tf.float32)
         etype = tf.cast(tf.round(X[..., schema.F_TYPE]), tf.int32)
         onehot = tf.one_hot(etype, schema.NUM_ELEMENT_TYPES, dtype=tf.float32)
+        if not log_inputs:
+            return tf.concat([onehot, X[..., 1:]], axis=-1)
         is_tower = tf.cast(tf.equal(etype, schema.ELEM_TOWER), tf.float32)[..., None]
         logged = tf.sign(X) * tf.math.log1p(tf.abs(X))
         cols = np.zeros(schema.NUM_FEATURES, dtype=np.float32)
@@ -90,22 +104,27 @@ class InputEncoding(PlainCall, tf.keras.layers.Layer):
         return tf.concat([onehot, feats[..., 1:]], axis=-1)
 
     def call(self, X):
-        return self.proj(self.transform_features(X))
+        feats = self.transform_features(X, self.log_inputs)
+        return feats if self.proj is None else self.proj(feats)
 
 
 def lsh_buckets(coords: tf.Tensor, projection: tf.Tensor, mask: tf.Tensor,
-                bin_size: int) -> tf.Tensor:
+                bin_size: int, bins_from_real: bool = True) -> tf.Tensor:
     """LSH bucket of every element, [B, N] int32; padding gets bucket ``num_buckets``.
 
     ``projection`` is [distance_dim, max_num_bins // 2]. An event with n real elements uses
     nb = clip(ceil(n / bin_size), 1, max_num_bins) buckets: the first max(1, nb // 2) projection
     columns and their negatives; bucket = argmax over [xW, -xW] restricted to those columns.
+    Without ``bins_from_real`` n is the padded size N (the reference: N / bin_size buckets).
     """
     half_max = projection.shape[-1]
     proj = tf.matmul(coords, tf.cast(projection, coords.dtype))  # [B, N, half_max]
     proj = tf.cast(proj, tf.float32)
     scores = tf.concat([proj, -proj], axis=-1)  # [B, N, 2 * half_max]
-    n_real = tf.reduce_sum(mask[..., 0], axis=-1)  # [B]
+    if bins_from_real:
+        n_real = tf.reduce_sum(mask[..., 0], axis=-1)  # [B]
+    else:
+        n_real = tf.cast(tf.shape(mask)[1], tf.float32) * tf.ones_like(mask[:, 0, 0])
     n_bins = tf.clip_by_value(tf.math.ceil(n_real / bin_size), 1.0, float(2 * half_max))
     half = tf.maximum(tf.math.floordiv(n_bins, 2.0), 1.0)  # [B]
     col = tf.cast(tf.range(half_max), tf.float32)
@@ -162,16 +181,29 @@ def binned_adjacency(coords_b: tf.Tensor, mask_b: tf.Tensor, dist_mult: float,
 class GatedMessagePassing(PlainCall, tf.keras.layers.Layer):
     """One round of gated message passing inside bins (heterogeneous graph convolution).
 
-    out = act(g * A_norm (x W_msg) + (1 - g) * x W_self) * mask, g = sigmoid(x W_gate + b), with
-    A_norm = D^-1/2 A D^-1/2 (D = 1 + degree) when ``normalize_degrees`` else A.
+    out = act(g * A_norm (x W_msg) + (1 - g) * (x W_self [+ b_self])) * mask,
+    g = sigmoid(x W_gate + b), with A_norm = D^-1/2 A D^-1/2 (D = degree_offset + degree) when
+    ``normalize_degrees`` else A. The reference (GHConvDense) has no self bias, offset 1e-6 and
+    N(0, 0.05) initial weights; the improved variant a self bias, offset 1 and Glorot.
     """
 
-    def __init__(self, out_dim: int, activation: str, normalize_degrees: bool, **kwargs):
+    def __init__(self, out_dim: int, activation: str, normalize_degrees: bool,
+                 self_bias: bool = True, degree_offset: float = 1.0,
+                 initializer: str = "glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         self.normalize_degrees = normalize_degrees
-        self.w_msg = tf.keras.layers.Dense(out_dim, use_bias=False, name="msg")
-        self.w_self = tf.keras.layers.Dense(out_dim, name="self")
-        self.w_gate = tf.keras.layers.Dense(out_dim, name="gate")
+        self.degree_offset = float(degree_offset)
+
+        def init():
+            return tf.keras.initializers.get(initializer)
+
+        self.w_msg = tf.keras.layers.Dense(out_dim, use_bias=False, name="msg",
+                                           kernel_initializer=init())
+        self.w_self = tf.keras.layers.Dense(out_dim, use_bias=self_bias, name="self",
+                                            kernel_initializer=init())
+        bias_init = "random_normal" if initializer == "random_normal" else "zeros"
+        self.w_gate = tf.keras.layers.Dense(out_dim, name="gate", kernel_initializer=init(),
+                                            bias_initializer=bias_init)
         self.act = tf.keras.activations.get(activation)
 
     def call(self, x_b, adj, mask_b):
@@ -180,7 +212,7 @@ class GatedMessagePassing(PlainCall, tf.keras.layers.Layer):
         msg = self.w_msg(x_b) * mask_b
         if self.normalize_degrees:
             degree = tf.reduce_sum(adj, axis=-1, keepdims=True)  # [B, nb, bs, 1]
-            norm = tf.math.rsqrt(degree + 1.0)
+            norm = tf.math.rsqrt(degree + self.degree_offset) * mask_b
             agg = tf.matmul(adj, msg * norm) * norm
         else:
             agg = tf.matmul(adj, msg)
@@ -194,26 +226,34 @@ class CombinedGraphLayer(PlainCall, tf.keras.layers.Layer):
 
     Input [B, N, F] (N a multiple of ``bin_size``) and mask [B, N, 1]; output [B, N, output_dim]
     in the input's element order. The LSH projection is a fixed, seeded, non-trainable weight.
+    With ``cfg.layernorm`` the variant decides where the LayerNorm sits (output: improved;
+    input: reference).
     """
 
     def __init__(self, cfg, seed: int, **kwargs):
         super().__init__(**kwargs)
+        opts = cfg.options()
+        self.norm_input = opts.graph_norm == "input"
+        self.bins_from_real = opts.bins_from_real
         self.bin_size = int(cfg.bin_size)
         self.dist_mult = float(cfg.dist_mult)
         self.clip_value_low = float(cfg.clip_value_low)
         self.distance_dim = int(cfg.distance_dim)
         self.half_buckets = int(cfg.max_num_bins) // 2
         self.seed = int(seed)
+        rate = float(cfg.dropout) / 2.0
         self.ffn_dist = dense_ffn("ffn_dist", cfg.ffn_dist_hidden_dim, cfg.ffn_dist_num_layers,
-                                  cfg.distance_dim, cfg.activation)
+                                  cfg.distance_dim, cfg.activation,
+                                  dropout=rate if opts.dist_dropout else 0.0)
         self.messages = [
             GatedMessagePassing(cfg.output_dim, cfg.activation, cfg.normalize_degrees,
-                                name=f"message{i}")
+                                self_bias=opts.message_self_bias,
+                                degree_offset=opts.degree_offset,
+                                initializer=opts.message_initializer, name=f"message{i}")
             for i in range(cfg.num_node_messages)
         ]
         self.norm = (tf.keras.layers.LayerNormalization(name="layernorm")
                      if cfg.layernorm else None)
-        rate = float(cfg.dropout) / 2.0
         self.dropout = tf.keras.layers.Dropout(rate, name="dropout") if rate > 0 else None
 
     def build(self, input_shape):
@@ -224,15 +264,17 @@ class CombinedGraphLayer(PlainCall, tf.keras.layers.Layer):
             initializer=tf.keras.initializers.Constant(values))
         super().build(input_shape)
 
-    def binning(self, x, mask):
+    def binning(self, x, mask, training=None):
         """(coords [B,N,distance_dim], perm [B,N], inverse perm [B,N]) for input ``x``."""
-        coords = self.ffn_dist(x)
-        bucket = lsh_buckets(coords, self.projection, mask, self.bin_size)
+        coords = self.ffn_dist(x, training=training)
+        bucket = lsh_buckets(coords, self.projection, mask, self.bin_size, self.bins_from_real)
         perm = bin_permutation(bucket)
         return coords, perm, inverse_permutation(perm)
 
     def call(self, x, mask, training=None):
-        coords, perm, inv = self.binning(x, mask)
+        if self.norm is not None and self.norm_input:
+            x = self.norm(x) * tf.cast(mask, x.dtype)
+        coords, perm, inv = self.binning(x, mask, training)
         mask_b = to_bins(mask, perm, self.bin_size)
         adj = binned_adjacency(to_bins(coords, perm, self.bin_size), mask_b,
                                self.dist_mult, self.clip_value_low)
@@ -242,6 +284,6 @@ class CombinedGraphLayer(PlainCall, tf.keras.layers.Layer):
             if self.dropout is not None:
                 h = self.dropout(h, training=training)
         out = from_bins(h, inv)
-        if self.norm is not None:
+        if self.norm is not None and not self.norm_input:
             out = self.norm(out)
         return out * tf.cast(mask, out.dtype)

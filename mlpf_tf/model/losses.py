@@ -13,6 +13,16 @@ Normalisation: every component is first averaged over the selected elements of e
 The batch loss is therefore the mean of per-event losses, and averaging the gradients of
 R ranks with b events each equals one rank with R * b events exactly (data-parallel training
 does not change the objective). Padding (w = 0) never enters.
+
+:class:`ReferenceLoss` is the reference study's objective (``variant=reference``): Keras losses
+with per-element sample weights and the default sum-over-batch-size reduction, i.e. every
+component is sum over the batch's elements of weight x loss, divided by B x N (N the padded
+number of elements, padding included):
+  cls      categorical cross-entropy, weight 1 on real elements;
+  charge   squared error, weight 1 on elements with a true particle;
+  pt, energy   Huber in GeV (delta 1.0), same elements;  eta, sin_phi, cos_phi   Huber (0.1).
+(The reference config also names an ``inverse_sqrt`` class weight taken from a per-element
+weight of its external dataset builder; the issue fixes the objective as unweighted.)
 """
 
 from __future__ import annotations
@@ -73,7 +83,9 @@ class MLPFLoss:
 
     @classmethod
     def from_config(cls, cfg) -> MLPFLoss:
-        """The loss a :class:`~mlpf_tf.model.config.ModelConfig` asks for."""
+        """The loss a :class:`~mlpf_tf.model.config.ModelConfig` asks for (its variant's)."""
+        if cfg.options().loss == "reference":
+            return ReferenceLoss(cfg.loss_weights())
         return cls(cfg.loss_weights(), log_energy=cfg.log_energy_loss)
 
     def per_event(self, y, pred, w) -> dict[str, tf.Tensor]:
@@ -103,3 +115,38 @@ class MLPFLoss:
         logs = {f"{k}_loss": tf.reduce_mean(v) for k, v in per_event.items()}
         logs["loss"] = tf.add_n([self.weights[k] * logs[f"{k}_loss"] for k in COMPONENTS])
         return {"loss": logs.pop("loss"), **logs}
+
+
+class ReferenceLoss(MLPFLoss):
+    """The reference objective (see the module docstring), same interface as MLPFLoss.
+
+    ``per_event`` gives each event's sum of weighted element losses divided by the padded
+    element count N, so the batch mean over events is the reference's sum / (B x N).
+    """
+
+    def __init__(self, weights: dict[str, float] | None = None):
+        super().__init__(weights, log_energy=False)
+
+    def per_event(self, y, pred, w) -> dict[str, tf.Tensor]:
+        y = tf.cast(y, tf.float32)
+        real = tf.cast(tf.cast(w, tf.float32) > 0, tf.float32)
+        n_padded = tf.cast(tf.shape(real)[-1], tf.float32)
+
+        def norm_sum(values, weights):
+            return tf.reduce_sum(values * weights, axis=-1) / n_padded
+
+        cls_true = tf.cast(tf.round(y[..., schema.T_CLS]), tf.int32)
+        logits = tf.cast(pred["cls"], tf.float32)
+        onehot = tf.one_hot(cls_true, tf.shape(logits)[-1], dtype=tf.float32)
+        ce = tf.nn.softmax_cross_entropy_with_logits(labels=onehot, logits=logits)
+        out = {"cls": norm_sum(ce, real)}
+        particle = real * tf.cast(tf.not_equal(cls_true, schema.CLS_NONE), tf.float32)
+
+        def error(key, col):
+            err = tf.cast(pred[key][..., 0], tf.float32) - y[..., col]
+            return tf.where(particle > 0, err, tf.zeros_like(err))
+
+        out["charge"] = norm_sum(tf.square(error("charge", schema.T_CHARGE)), particle)
+        for key, (col, delta) in REGRESSION.items():
+            out[key] = norm_sum(huber(error(key, col), delta), particle)
+        return out

@@ -9,6 +9,11 @@ Forward pass for X [B, N, 12]:
      the regression heads see it plus the class logits with gradients stopped;
   5. strip the internal padding: every output is [B, N, .] float32.
 
+With ``variant=reference`` (see :mod:`mlpf_tf.model.variants`) step 2 is the one-hot type and
+the raw features (14 columns, no learned layer), the energy stack's features are its layers'
+outputs each taken twice (the reference's concatenation; no input skip), and the heads are
+:class:`~mlpf_tf.model.heads.ReferenceHeads`.
+
 ``train_step`` computes the loss with a plain GradientTape and hands the gradients to
 ``self.optimizer.apply_gradients``: a Horovod DistributedOptimizer plugged in by compile()
 averages them there. With a LossScaleOptimizer (mixed precision) the loss is scaled and the
@@ -21,7 +26,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mlpf_tf.model.config import ModelConfig
-from mlpf_tf.model.heads import OutputHeads
+from mlpf_tf.model.heads import OutputHeads, ReferenceHeads
 from mlpf_tf.model.layers import CombinedGraphLayer, InputEncoding, PlainCall, element_mask
 from mlpf_tf.model.losses import COMPONENTS, MLPFLoss
 from mlpf_tf.model.metrics import batch_class_counts
@@ -39,13 +44,18 @@ class MLPFModel(PlainCall, tf.keras.Model):
         cfg.validate()
         self.cfg = cfg
         self.bin_size = int(cfg.bin_size)
-        self.encoding = InputEncoding(cfg.hidden_dim, cfg.activation, name="encoding")
+        opts = cfg.options()
+        self.reference_layout = opts.head_layout == "reference"
+        self.encoding = InputEncoding(cfg.hidden_dim, cfg.activation,
+                                      log_inputs=opts.log_inputs, learned=opts.input_encoding,
+                                      name="encoding")
         self.common_layers = [CombinedGraphLayer(cfg, seed=cfg.lsh_seed + i, name=f"cg_common{i}")
                               for i in range(cfg.num_graph_layers_common)]
         self.energy_layers = [
             CombinedGraphLayer(cfg, seed=cfg.lsh_seed + 1000 + i, name=f"cg_energy{i}")
             for i in range(cfg.num_graph_layers_energy)]
-        self.heads = OutputHeads(cfg, name="heads")
+        self.heads = (ReferenceHeads(cfg, name="heads") if self.reference_layout
+                      else OutputHeads(cfg, name="heads"))
         self.mlpf_loss = MLPFLoss.from_config(cfg)
         self._trackers = {name: tf.keras.metrics.Mean(name=name)
                           for name in LOSS_LOGS + METRIC_LOGS}
@@ -53,11 +63,12 @@ class MLPFModel(PlainCall, tf.keras.Model):
 
     # --- forward ---------------------------------------------------------------------------------
 
-    def _stack(self, layers, enc, mask, training):
-        h, feats = enc, [enc]
+    def _stack(self, layers, enc, mask, training, skip=True, repeat=1):
+        """[enc (if skip), out_1 x repeat, ..., out_L x repeat] of the graph layers."""
+        h, feats = enc, [enc] if skip else []
         for layer in layers:
             h = layer(h, mask, training=training)
-            feats.append(h)
+            feats.extend([h] * repeat)
         return tf.concat(feats, axis=-1)
 
     def call(self, X, training=False):
@@ -69,7 +80,11 @@ class MLPFModel(PlainCall, tf.keras.Model):
         enc = self.encoding(Xp)
         enc = enc * tf.cast(mask, enc.dtype)
         cls_features = self._stack(self.common_layers, enc, mask, training)
-        reg_features = self._stack(self.energy_layers, enc, mask, training)
+        if self.reference_layout:  # the reference concatenates each output twice, no skip
+            reg_features = self._stack(self.energy_layers, enc, mask, training, skip=False,
+                                       repeat=2)
+        else:
+            reg_features = self._stack(self.energy_layers, enc, mask, training)
         out = self.heads(Xp, cls_features, reg_features, training=training)
         return {k: v[:, :n] for k, v in out.items()}
 

@@ -65,8 +65,8 @@ def test_records_are_consistent(search):
             assert end["metrics"]["val_loss"] == epochs[-1]["metrics"]["val_loss"]
         assert end["hyperparameters"] == start["hyperparameters"]
         assert set(start["hyperparameters"]) == {
-            "lr", "batch_size", "lr_schedule", "decay_steps", "decay_rate", "layernorm",
-            "bin_size", "dist_mult", "num_node_messages", "normalize_degrees", "dropout"}
+            "lr", "batch_size", "decay_steps", "decay_rate", "layernorm", "num_node_messages",
+            "dropout", "bin_size", "clip_value_low", "dist_mult", "normalize_degrees"}
 
 
 def test_forced_failure_is_recorded_and_the_search_goes_on(search):

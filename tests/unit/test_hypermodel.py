@@ -69,7 +69,7 @@ def test_hypermodel_declares_the_space_and_maps_values():
     hm = hypermodel.MLPFHyperModel(ModelConfig(), TrainConfig(), space="reduced")
     hp = keras_tuner.HyperParameters()
     hm.declare_hyperparameters(hp)
-    assert "batch_size" in hp and "lr_schedule" in hp and "distance_dim" not in hp
+    assert "batch_size" in hp and "decay_rate" in hp and "distance_dim" not in hp
     hp.values["batch_size"] = 16
     model, train = hm.configs(hp)
     assert train.batch_size == 16 and model == hypermodel.apply_values(hp.values, ModelConfig(),

@@ -155,8 +155,8 @@ def test_lr_scaling_and_schedules():
     exp = schedule_of(make_optimizer(base.replace(lr_schedule="exponential", decay_steps=10,
                                                   decay_rate=0.5), 2))
     assert float(exp(20)) == pytest.approx(0.02 * 0.25)
-    cos = schedule_of(make_optimizer(base.replace(lr_schedule="cosine", decay_steps=10,
-                                                  cosine_alpha=0.1), 1))
+    cos = schedule_of(make_optimizer(base.replace(lr_schedule="cosine", decay_steps=500,
+                                                  cosine_alpha=0.1), 1, total_steps=10))
     assert float(cos(0)) == pytest.approx(0.01)
     assert float(cos(10)) == pytest.approx(0.001)
     sgd = make_optimizer(base.replace(optimizer="sgd", momentum=0.5), 1)
