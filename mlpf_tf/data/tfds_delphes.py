@@ -9,7 +9,9 @@ restricted reader of :mod:`mlpf_tf.data.delphes_reader`. Split assignment by fil
 
 Every example has the features X (elements x 12), ygen and ycand (elements x 7), float32,
 with ycand completed (pT for neutral, E for charged candidates, see ``complete_ycand``).
-The dataset is built once per data directory: after changing the files, delete
+If the manual directory holds a checksum manifest named ``SHA256SUMS`` (``sha256sum``
+format), every file is checked against it before it is unpickled and unlisted files are
+refused. The dataset is built once per data directory: after changing the files, delete
 ``<data_dir>/delphes_pf`` to rebuild. Importing this module registers the builder, so
 ``tfds.load("delphes_pf", data_dir=..., download_and_prepare_kwargs={"download_config":
 tfds.download.DownloadConfig(manual_dir=...)})`` works.
@@ -23,11 +25,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mlpf_tf.data import schema
-from mlpf_tf.data.delphes_reader import DelphesFileError, read_delphes_file
+from mlpf_tf.data.delphes_reader import DelphesFileError, read_delphes_file, read_manifest
 
 TTBAR_PATTERN = "tev14_pythia8_ttbar"
 QCD_PATTERN = "qcd"
 FILE_SUFFIX = ".pkl.bz2"
+MANIFEST_NAME = "SHA256SUMS"
 
 
 def event_features() -> tfds.features.FeaturesDict:
@@ -86,11 +89,13 @@ class DelphesPf(tfds.core.GeneratorBasedBuilder):
             manual_dir = os.fspath(dl_manager.manual_dir)
         except AssertionError as exc:
             raise DelphesFileError(f"delphes_pf: {exc}") from None
-        return {split: self._generate_examples(files)
+        manifest_path = os.path.join(manual_dir, MANIFEST_NAME)
+        manifest = read_manifest(manifest_path) if os.path.exists(manifest_path) else None
+        return {split: self._generate_examples(files, manifest)
                 for split, files in split_files(manual_dir).items()}
 
-    def _generate_examples(self, files):
+    def _generate_examples(self, files, manifest=None):
         for path in files:
             base = os.path.basename(path)
-            for i, event in enumerate(read_delphes_file(path)):
+            for i, event in enumerate(read_delphes_file(path, manifest=manifest)):
                 yield f"{base}:{i}", {"X": event.X, "ygen": event.ygen, "ycand": event.ycand}
