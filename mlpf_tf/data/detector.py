@@ -16,6 +16,14 @@ tower is the energy left after subtracting the tracks pointing into it, kept whe
 ``cand_significance`` times the track and calorimeter resolutions added in quadrature
 (Delphes' energy-flow rule), a photon in the ECAL and a neutral hadron in the HCAL.
 
+Target conventions (``target_convention``): ``reference``, the default, follows the
+reference's ntuplizer (delphes/ntuplizer.py): ygen charge is the sign of the PDG id (+1 for
+e- and mu-); a tower's target class is the category (neutral hadron, charged hadron, photon,
+electron) with the most energy among its untracked particles, so an untracked charged hadron
+inside the tracker is class 1 (charge +1) and an untracked electron class 4; neutral-hadron
+targets need 9 GeV, photons none. ``project`` (the ``optimistic`` preset's) is described
+below.
+
 The rest of this docstring describes the mechanics common to both presets.
 
 The geometry and response follow the Delphes CMS card at the level the MLPF task needs; every
@@ -235,10 +243,16 @@ class DetectorConfig(Section):
     muon_mip_energy: float = param(0.0, "HAD energy a muon deposits (GeV; 0 = none)", low=0.0)
     # Targets.
     pileup_targets: bool = param(True, "pileup particles are ygen targets")
-    target_min_e_photon: float = param(1.0, "photon tower targets below this E are class 0",
+    target_convention: str = param(
+        "reference", "ygen conventions: reference (the reference ntuplizer's: charge = sign of "
+        "the PDG id, an untracked charged hadron inside the tracker is class 1, an untracked "
+        "electron class 4) or project (physical charge; untracked particles become photon or "
+        "neutral-hadron targets)", choices=("reference", "project"))
+    target_min_e_photon: float = param(0.0, "photon tower targets below this E are class 0",
                                        low=0.0)
     target_min_e_neutral_hadron: float = param(
-        5.0, "neutral-hadron tower targets below this E are class 0", low=0.0)
+        9.0, "neutral-hadron tower targets below this E are class 0 (the ntuplizer's 9 GeV)",
+        low=0.0)
     cand_min_e_photon: float = param(1.0, "minimum E of a ycand photon (GeV)", low=0.0)
     cand_min_e_neutral_hadron: float = param(5.0, "minimum E of a ycand neutral hadron (GeV)",
                                              low=0.0)
@@ -355,6 +369,10 @@ _OPTIMISTIC = dict(
     tower_phi_bins=OPTIMISTIC_TOWER_PHI_BINS, ecal_forward_eta_min=3.0,
     ecal_eta_dependence=False, ecal_stochastic=0.05, ecal_constant=0.007, ecal_noise=0.25,
     hcal_stochastic=1.0, calo_significance_min=0.0, cand_significance=1.0)
+#: Field values of the project's own target conventions (``--data.targets=project``).
+PROJECT_TARGETS = dict(target_convention="project", target_min_e_photon=1.0,
+                       target_min_e_neutral_hadron=5.0)
+_OPTIMISTIC.update(PROJECT_TARGETS)
 
 
 def detector_preset(name: str, **overrides) -> DetectorConfig:
@@ -610,7 +628,9 @@ def simulate_detailed(particles: GenParticles, rng: np.random.Generator,
     rows = np.flatnonzero(real)[keep]
     gi = gi[keep]
     ygen_trk[rows, S.T_CLS] = cls[gi]
-    ygen_trk[rows, S.T_CHARGE] = charge[gi]
+    # reference: the sign of the PDG id (+1 for e- and mu-); project: the physical charge
+    ygen_trk[rows, S.T_CHARGE] = np.sign(pid[gi]) if cfg.target_convention == "reference" \
+        else charge[gi]
     ygen_trk[rows, S.T_PT] = pt[gi]
     ygen_trk[rows, S.T_ETA] = eta[gi]
     ygen_trk[rows, S.T_SIN_PHI] = np.sin(phi[gi])
@@ -753,27 +773,40 @@ def _calo_layer(kind: str, grid: TowerGrid, cell, deposits, dep_em, dep_had, hom
     def per_tower(w):
         return np.bincount(c_occ, weights=w, minlength=n_occ)
 
-    e_emtype = per_tower(np.where(c_em_like, energy[c_idx], 0.0))
-    e_hadtype = per_tower(np.where(c_em_like, 0.0, energy[c_idx]))
     spx, spy = per_tower(particles.px[c_idx]), per_tower(particles.py[c_idx])
     spz, se = per_tower(particles.pz[c_idx]), per_tower(energy[c_idx])
-    n_contrib = np.bincount(c_occ, minlength=n_occ)
-    if kind == "ecal":
-        g_cls = np.full(n_occ, S.CLS_PHOTON)
-    elif kind == "hcal":
-        g_cls = np.full(n_occ, S.CLS_N_HAD)
-    else:
-        g_cls = np.where(e_emtype > e_hadtype, S.CLS_PHOTON, S.CLS_N_HAD)
-    g_min = np.where(g_cls == S.CLS_PHOTON, cfg.target_min_e_photon,
-                     cfg.target_min_e_neutral_hadron)
-    g_ok = (n_contrib > 0) & (se >= g_min) & (se > 0)
     spt = np.hypot(spx, spy)
+    s_eta = np.arcsinh(spz / np.maximum(spt, 1e-9))
+    n_contrib = np.bincount(c_occ, minlength=n_occ)
+    if cfg.target_convention == "reference":
+        # the ntuplizer: the category with the most energy among the untracked particles
+        # (neutral hadron, charged hadron, photon, electron) names the target
+        apid = np.abs(particles.pid[c_idx])
+        category = np.where(apid == PID_ELECTRON, 3, np.where(
+            c_cls_ == S.CLS_PHOTON, 2, np.where(particles.charge[c_idx] != 0, 1, 0)))
+        sums = np.stack([per_tower(np.where(category == k, energy[c_idx], 0.0))
+                         for k in range(4)])
+        g_cls = np.array([S.CLS_N_HAD, S.CLS_CH_HAD, S.CLS_PHOTON, S.CLS_ELECTRON])[
+            np.argmax(sums, axis=0)]
+        # outside the tracker an untracked charged hadron is a neutral hadron
+        g_cls = np.where((g_cls == S.CLS_CH_HAD) & (np.abs(s_eta) > cfg.tracker_eta_max),
+                         S.CLS_N_HAD, g_cls)
+        g_charge = np.isin(g_cls, (S.CLS_CH_HAD, S.CLS_ELECTRON)).astype(np.float64)
+    else:
+        e_emtype = per_tower(np.where(c_em_like, energy[c_idx], 0.0))
+        e_hadtype = per_tower(np.where(c_em_like, 0.0, energy[c_idx]))
+        g_cls = np.where(e_emtype > e_hadtype, S.CLS_PHOTON, S.CLS_N_HAD)
+        g_charge = np.zeros(n_occ)
+    g_min = np.where(g_cls == S.CLS_PHOTON, cfg.target_min_e_photon,
+                     np.where(g_cls == S.CLS_N_HAD, cfg.target_min_e_neutral_hadron, 0.0))
+    g_ok = (n_contrib > 0) & (se >= g_min) & (se > 0)
     ygen_tw = np.zeros((n_tw, S.NUM_TARGETS))
     ok = g_ok[el]
     g_pt = spt[el]
     ygen_tw[:, S.T_CLS] = np.where(ok, g_cls[el], S.CLS_NONE)
+    ygen_tw[:, S.T_CHARGE] = np.where(ok, g_charge[el], 0.0)
     ygen_tw[:, S.T_PT] = np.where(ok, g_pt, 0.0)
-    ygen_tw[:, S.T_ETA] = np.where(ok, np.arcsinh(spz[el] / np.maximum(g_pt, 1e-9)), 0.0)
+    ygen_tw[:, S.T_ETA] = np.where(ok, s_eta[el], 0.0)
     g_phi = np.arctan2(spy[el], spx[el])
     ygen_tw[:, S.T_SIN_PHI] = np.where(ok, np.sin(g_phi), 0.0)
     ygen_tw[:, S.T_COS_PHI] = np.where(ok, np.cos(g_phi), 0.0)

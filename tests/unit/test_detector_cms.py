@@ -215,3 +215,83 @@ def test_photon_and_neutral_hadron_in_one_cell_give_two_elements_and_two_targets
     # the optimistic (combined) detector merges them into one element and one target
     ev = simulate(parts, np.random.default_rng(0), detector_preset("optimistic"))
     assert ev.X.shape[0] == 1 and (ev.ygen[:, S.T_CLS] != 0).sum() == 1
+
+
+# ---------------------------------------------------------------- target conventions
+def _one(pid, charge, pt, eta, mass=0.0):
+    return GenParticles.from_pt_eta_phi_m(np.array([pid]), np.array([charge]), np.array([pt]),
+                                          np.array([eta]), np.array([0.5]), np.array([mass]))
+
+
+def test_reference_track_charge_is_the_sign_of_the_pdg_id():
+    electron = _one(11, -1, 20.0, 0.3)  # an e- has PDG id +11
+    perfect = dict(track_eff_electron=(1.0, 1.0, 1.0, 1.0))
+    ref = simulate(electron, np.random.default_rng(0), detector_preset("delphes_cms", **perfect))
+    proj = simulate(electron, np.random.default_rng(0),
+                    detector_preset("delphes_cms", **perfect, target_convention="project"))
+    trk = ref.X[:, S.F_TYPE] == S.ELEM_TRACK
+    assert ref.ygen[trk, S.T_CLS][0] == S.CLS_ELECTRON
+    assert ref.ygen[trk, S.T_CHARGE][0] == 1.0 and proj.ygen[trk, S.T_CHARGE][0] == -1.0
+    assert ref.X[trk, S.F_CHARGE][0] == -1.0 and ref.ycand[trk, S.T_CHARGE][0] == -1.0
+
+
+@pytest.mark.parametrize("eta, reference_class", [(1.0, S.CLS_CH_HAD), (2.8, S.CLS_N_HAD)])
+def test_untracked_charged_hadron_class_follows_the_ntuplizer(eta, reference_class):
+    pion = _one(211, 1, 60.0 / math.cosh(eta), eta, 0.1396)
+    lost = dict(track_eff_hadron=(0.0, 0.0, 0.0, 0.0))
+    ev = simulate(pion, np.random.default_rng(0), detector_preset("delphes_cms", **lost))
+    assert ev.X.shape[0] == 1 and ev.X[0, S.F_TYPE] == S.ELEM_TOWER
+    assert ev.ygen[0, S.T_CLS] == reference_class
+    assert ev.ygen[0, S.T_CHARGE] == (1.0 if reference_class == S.CLS_CH_HAD else 0.0)
+    ev = simulate(pion, np.random.default_rng(0),
+                  detector_preset("delphes_cms", **lost, target_convention="project"))
+    assert ev.ygen[0, S.T_CLS] == S.CLS_N_HAD and ev.ygen[0, S.T_CHARGE] == 0
+
+
+def test_untracked_electron_is_class_electron():
+    electron = _one(11, -1, 20.0, 0.3)
+    lost = dict(track_eff_electron=(0.0, 0.0, 0.0, 0.0))
+    ev = simulate(electron, np.random.default_rng(0), detector_preset("delphes_cms", **lost))
+    assert ev.X.shape[0] == 1 and ev.ygen[0, S.T_CLS] == S.CLS_ELECTRON
+    ev = simulate(electron, np.random.default_rng(0),
+                  detector_preset("delphes_cms", **lost, target_convention="project"))
+    assert ev.ygen[0, S.T_CLS] == S.CLS_PHOTON
+
+
+@pytest.mark.parametrize("energy, expected", [(8.0, S.CLS_NONE), (10.0, S.CLS_N_HAD)])
+def test_neutral_hadron_target_threshold_is_9_gev(energy, expected):
+    k0l = GenParticles.from_pt_eta_phi_m(np.array([130]), np.zeros(1),
+                                         np.array([math.sqrt(energy ** 2 - 0.4976 ** 2)]),
+                                         np.zeros(1), np.zeros(1), np.array([0.4976]))
+    cfg = detector_preset("delphes_cms", calo_significance_min=0.0, hcal_stochastic=0.0,
+                          hcal_constant=0.0)
+    ev = simulate(k0l, np.random.default_rng(0), cfg)
+    assert ev.X.shape[0] == 1 and ev.ygen[0, S.T_CLS] == expected
+
+
+def test_ycand_subtracts_tracks_with_the_combined_significance_test():
+    pion = _one(211, 1, 50.0, 0.2, 0.1396)
+    k0l = _one(130, 0, 80.0, 0.2, 0.4976)
+    perfect_trk = dict(track_eff_hadron=(1.0, 1.0, 1.0, 1.0))
+    cfg = detector_preset("delphes_cms", **perfect_trk)
+    # a lone pion: its HCAL tower is explained by the track, no neutral candidate
+    n_neutral = 0
+    for seed in range(20):
+        ev = simulate(pion, np.random.default_rng(seed), cfg)
+        n_neutral += int((ev.ycand[:, S.T_CLS] == S.CLS_N_HAD).sum())
+    assert n_neutral <= 1  # a 2-sigma upward fluctuation at most once in 20
+    # pion + 80 GeV K0L in the same cell: a neutral-hadron candidate of about the excess
+    both = GenParticles.concatenate([pion, k0l])
+    found = []
+    for seed in range(20):
+        res = simulate_detailed(both, np.random.default_rng(seed), cfg)
+        ev = res.event
+        nh = ev.ycand[:, S.T_CLS] == S.CLS_N_HAD
+        if nh.any():
+            tower = ev.X[nh][0]
+            track_p = ev.X[ev.X[:, S.F_TYPE] == S.ELEM_TRACK, S.F_E].sum()
+            np.testing.assert_allclose(ev.ycand[nh, S.T_E][0], tower[S.F_E_HAD] - track_p,
+                                       rtol=1e-4)
+            found.append(ev.ycand[nh, S.T_E][0])
+    assert len(found) >= 15
+    assert abs(np.mean(found) / (80.0 * math.cosh(0.2)) - 1) < 0.25
