@@ -23,7 +23,8 @@ def builder_config(cfg: DataConfig) -> tfds.core.BuilderConfig:
     """The TFDS BuilderConfig a data config selects (validates ``cfg`` first)."""
     cfg.validate()
     if cfg.dataset == "synthetic_pf":
-        return tfds_synthetic.make_config(cfg.config, cfg.split_sizes(), cfg.generation_seed)
+        return tfds_synthetic.make_config(cfg.config, cfg.split_sizes(), cfg.generation_seed,
+                                          detector=cfg.detector, targets=cfg.targets)
     if cfg.dataset == "delphes_pf":
         return tfds_delphes.DelphesPf.builder_configs[cfg.config]
     raise ConfigError(f"--data.dataset={cfg.dataset!r}: unknown dataset; known: "
