@@ -24,8 +24,8 @@ from mlpf_tf.data.config import (
     DEFAULT_GENERATION_SEED,
     DETECTORS,
     SPLITS,
-    TARGET_CONVENTIONS,
     SYNTHETIC_CONFIGS,
+    TARGET_CONVENTIONS,
     default_split_sizes,
     parse_synthetic_config,
 )
