@@ -111,12 +111,24 @@ def _require_prepared(cfg: DataConfig, builder: tfds.core.DatasetBuilder) -> Non
             "prepare_dataset (on rank 0)")
 
 
-def load_split(cfg: DataConfig, split: str, *, prepare: bool = True) -> tf.data.Dataset:
-    """One split as a dataset of dicts {"X", "ygen", "ycand"} in the stored, fixed order."""
+def load_split(cfg: DataConfig, split: str, *, prepare: bool = True,
+               start: int | None = None, stop: int | None = None) -> tf.data.Dataset:
+    """One split as a dataset of dicts {"X", "ygen", "ycand"} in the stored, fixed order.
+
+    ``start`` / ``stop`` select the examples [start, stop) by TFDS split slicing, so only the
+    files holding them are read (one Horovod rank's shard).
+    """
     kwargs = _load_kwargs(cfg)
     _check_split_name(split)
     builder = prepare_dataset(cfg) if prepare else get_builder(cfg)
     _require_prepared(cfg, builder)
     _check_split(cfg, builder, split)
-    return tfds.load(split=split, download=False, shuffle_files=False,
+    spec = split
+    if start is not None or stop is not None:
+        total = builder.info.splits[split].num_examples
+        lo, hi = start or 0, total if stop is None else stop
+        if not 0 <= lo <= hi <= total:
+            raise ValueError(f"examples [{lo}:{hi}] outside the {split} split of {total}")
+        spec = f"{split}[{lo}:{hi}]"
+    return tfds.load(split=spec, download=False, shuffle_files=False,
                      read_config=tfds.ReadConfig(shuffle_seed=0), **kwargs)

@@ -5,10 +5,13 @@ ycand), and w = 1 per real element. Batches are padded with zeros: padded X rows
 type 0, padded y rows class 0, and w = 0, so losses and metrics mask padding with w.
 
 Order of operations, and why:
-  enumerate (global event index in the split, for error messages) -> shard(size, rank) BEFORE
-  shuffling, so ranks hold disjoint events whatever the seed -> with drop_remainder every rank
-  keeps exactly floor(events / size) events and drops the incomplete last batch, so all ranks
-  take the same number of steps (Horovod's collective ops would hang otherwise) -> length check
+  each rank reads only its own contiguous slice of the split, events
+  [rank * k, (rank + 1) * k) with k = floor(events / size) (TFDS split slicing: the other
+  ranks' files are not read), so ranks hold disjoint events whatever the seed and every rank
+  has exactly k events, in training and in validation (the < size remaining events are not
+  used); enumerate (global event index in the split, for error messages) -> with
+  drop_remainder the incomplete last batch is dropped; either way all ranks take the same
+  number of steps (Horovod's collective ops would hang otherwise) -> length check
   or truncation -> optional cache -> shuffle with ``seed`` (reshuffled every epoch, the
   sequence of epoch orders fixed by the seed) -> optional repeat -> padded batch -> prefetch.
 
@@ -33,14 +36,14 @@ def steps_for(num_events: int, batch_size: int, size: int = 1,
               drop_remainder: bool = True) -> int:
     """Steps per epoch on each rank for ``num_events`` events split over ``size`` ranks.
 
-    With ``drop_remainder`` every rank keeps floor(num_events / size) events and full batches
-    only; otherwise this is the step count of the rank with the most events.
+    Every rank keeps floor(num_events / size) events; with ``drop_remainder`` full batches
+    only, otherwise the last batch may be partial. The count is the same on every rank.
     """
     if batch_size < 1 or size < 1:
         raise ValueError(f"batch_size ({batch_size}) and size ({size}) must be >= 1")
     if drop_remainder:
         return (num_events // size) // batch_size
-    return math.ceil(math.ceil(num_events / size) / batch_size)
+    return math.ceil((num_events // size) / batch_size)
 
 
 def steps_per_epoch(data_cfg: DataConfig, split: str, batch_size: int, size: int = 1,
@@ -110,19 +113,24 @@ def build_pipeline(data_cfg: DataConfig, split: str, batch_size: int, *, rank: i
         drop_remainder = split == "train"
     if prepare is None:
         prepare = rank == 0
-    ds = datasets.load_split(data_cfg, split, prepare=prepare)
+    if prepare:
+        datasets.prepare_dataset(data_cfg)
     total = datasets.num_examples(data_cfg, split)
-    if drop_remainder and steps_for(total, batch_size, size, True) == 0:
+    if steps_for(total, batch_size, size, drop_remainder) == 0:
         raise ValueError(
             f"split '{split}' of {data_cfg.dataset}/{data_cfg.config} has {total} events: "
             f"{size} rank(s) x batch_size {batch_size} leaves no complete batch; lower the "
             "batch size or use more events")
 
-    ds = ds.enumerate()
     if size > 1:
-        ds = ds.shard(size, rank)  # disjoint events per rank, before any shuffling
-        if drop_remainder:
-            ds = ds.take(total // size)  # equal event counts, hence equal steps, on all ranks
+        # Each rank reads only its own slice; equal slices give equal steps on every rank.
+        per_rank = total // size
+        start = rank * per_rank
+        ds = datasets.load_split(data_cfg, split, prepare=False, start=start,
+                                 stop=start + per_rank)
+        ds = ds.enumerate(start)
+    else:
+        ds = datasets.load_split(data_cfg, split, prepare=False).enumerate()
     ds = ds.map(_event_fn(data_cfg, split), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     if data_cfg.cache:

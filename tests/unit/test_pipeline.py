@@ -112,16 +112,23 @@ def test_target_ycand_and_bucket_padding(prepared):
             assert not y_i[n:].any()
 
 
-def test_two_ranks_cover_every_event_exactly_once(prepared):
+def test_two_ranks_read_disjoint_equal_slices(prepared):
     cfg, _ = prepared
+    stored = [int(ex["X"][0, 11]) for ex in
+              datasets.load_split(cfg, "train", prepare=False).as_numpy_iterator()]
     per_rank = [_epoch(build_pipeline(cfg, "train", 2, rank=r, size=2, seed=3,
                                       drop_remainder=False)) for r in (0, 1)]
-    assert sorted(per_rank[0] + per_rank[1]) == list(range(1, N_TRAIN + 1))
-    assert not set(per_rank[0]) & set(per_rank[1])
+    # rank r holds exactly the stored events [10 r, 10 r + 10): 21 // 2 each, the last unused
+    assert [sorted(p) for p in per_rank] == [sorted(stored[:10]), sorted(stored[10:20])]
     # Default on the train split: drop_remainder, 10 events per rank -> 5 equal steps.
     steps = [len(list(build_pipeline(cfg, "train", 2, rank=r, size=2, seed=3)))
              for r in (0, 1)]
     assert steps == [5, 5] == [steps_per_epoch(cfg, "train", 2, size=2)] * 2
+    # Validation (7 events, remainder kept within a rank): 3 events and 2 steps on each rank.
+    val = [list(build_pipeline(cfg, "validation", 2, rank=r, size=2,
+                               shuffle=False).as_numpy_iterator()) for r in (0, 1)]
+    assert [len(v) for v in val] == [2, 2] == [steps_per_epoch(cfg, "validation", 2, size=2)] * 2
+    assert [sum(int(b[2][:, 0].sum()) for b in v) for v in val] == [3, 3]
 
 
 def test_same_seed_same_order_different_seed_different_order(prepared):
@@ -175,7 +182,8 @@ def test_unprepared_dataset_on_other_ranks_is_named(tmp_path):
 
 def test_steps_for():
     assert steps_for(21, 2, 2) == 5
-    assert steps_for(21, 2, 2, drop_remainder=False) == 6
+    assert steps_for(21, 2, 2, drop_remainder=False) == 5  # 10 events per rank, equal steps
+    assert steps_for(21, 4, 2, drop_remainder=False) == 3
     assert steps_for(100, 5) == 20
     assert steps_for(4, 5) == 0
     assert steps_for(4, 5, drop_remainder=False) == 1
