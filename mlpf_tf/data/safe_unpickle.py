@@ -250,14 +250,25 @@ def _checked_array(raw, dtype, shape, budget: _Budget) -> np.ndarray:
 
 
 def _short(obj, limit: int = 80) -> str:
-    """A one-line, bounded repr of a (possibly huge or hostile) value."""
-    try:
-        text = repr(obj) if not isinstance(obj, (bytes, bytearray, str)) or len(obj) < limit \
-            else f"<{type(obj).__name__} of length {len(obj)}>"
-    except Exception:  # noqa: BLE001 - a hostile __repr__ must not escape
-        text = f"<{type(obj).__name__}>"
-    text = " ".join(text.split())
+    """A one-line, bounded repr of a (possibly huge or hostile) value, built piece by piece."""
+    text = " ".join(_bounded_repr(obj, depth=0).split())
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _bounded_repr(obj, depth: int) -> str:
+    if isinstance(obj, (bytes, bytearray, str)):
+        return repr(obj) if len(obj) <= 40 else f"<{type(obj).__name__} of length {len(obj)}>"
+    if type(obj) in (tuple, list):
+        if depth > 2:
+            return f"<{type(obj).__name__} of length {len(obj)}>"
+        inner = ", ".join(_bounded_repr(x, depth + 1) for x in obj[:8])
+        more = ", ..." if len(obj) > 8 else ("," if type(obj) is tuple and len(obj) == 1 else "")
+        return ("({})" if type(obj) is tuple else "[{}]").format(inner + more)
+    if type(obj) in (int, float, bool) or obj is None:
+        text = repr(obj) if type(obj) is not int or obj.bit_length() < 200 else \
+            f"<int of {obj.bit_length()} bits>"
+        return text
+    return f"<{type(obj).__name__}>"
 
 
 # Opcodes the guarded unpickler executes; everything else is refused.

@@ -158,3 +158,16 @@ def test_builder_checks_a_manifest_in_the_manual_directory(tmp_path):
                      manual_dir=str(manual))
     with pytest.raises(DelphesFileError, match=rf"^{bad}: not listed in the checksum manifest"):
         datasets.prepare_dataset(cfg)
+
+
+def test_error_text_of_a_huge_state_stays_short(tmp_path):
+    # an array state whose tuple holds 8 MB of bytes and a 500-digit integer
+    bad_state = hostile_files._global(b"numpy.core.multiarray", b"_reconstruct") + b"(" + \
+        hostile_files._global(b"numpy", b"ndarray") + hostile_files._v((0,)) + \
+        hostile_files._v(b"b") + b"tR" + hostile_files._v((2, 10**500, b"\0" * (8 << 20))) + b"b"
+    path = tmp_path / "state.pkl.bz2"
+    path.write_bytes(bz2.compress(hostile_files._file(bad_state)))
+    with pytest.raises(DelphesFileError, match=r"unexpected array state \(2, <int of \d+ bits>, "
+                                               r"<bytes of length 8388608>\)") as info:
+        read_delphes_file(path)
+    assert len(str(info.value)) < 400
