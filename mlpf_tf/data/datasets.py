@@ -112,23 +112,26 @@ def _require_prepared(cfg: DataConfig, builder: tfds.core.DatasetBuilder) -> Non
 
 
 def load_split(cfg: DataConfig, split: str, *, prepare: bool = True,
-               start: int | None = None, stop: int | None = None) -> tf.data.Dataset:
+               ranges: list[tuple[int, int]] | None = None) -> tf.data.Dataset:
     """One split as a dataset of dicts {"X", "ygen", "ycand"} in the stored, fixed order.
 
-    ``start`` / ``stop`` select the examples [start, stop) by TFDS split slicing, so only the
-    files holding them are read (one Horovod rank's shard).
+    ``ranges`` selects the examples [start, stop) of each range, in that order, by TFDS split
+    slicing, so only the records holding them are read (one Horovod rank's shard).
     """
     kwargs = _load_kwargs(cfg)
     _check_split_name(split)
     builder = prepare_dataset(cfg) if prepare else get_builder(cfg)
     _require_prepared(cfg, builder)
     _check_split(cfg, builder, split)
-    spec = split
-    if start is not None or stop is not None:
+    spec, read_config = split, tfds.ReadConfig(shuffle_seed=0)
+    if ranges is not None:
         total = builder.info.splits[split].num_examples
-        lo, hi = start or 0, total if stop is None else stop
-        if not 0 <= lo <= hi <= total:
-            raise ValueError(f"examples [{lo}:{hi}] outside the {split} split of {total}")
-        spec = f"{split}[{lo}:{hi}]"
+        bad = [(a, b) for a, b in ranges if not 0 <= a < b <= total]
+        if bad or not ranges:
+            raise ValueError(f"example ranges {bad or ranges} are not inside the {split} split "
+                             f"of {total} examples")
+        spec = "+".join(f"{split}[{a}:{b}]" for a, b in ranges)
+        # one slice after the other, in the given order
+        read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)
     return tfds.load(split=spec, download=False, shuffle_files=False,
-                     read_config=tfds.ReadConfig(shuffle_seed=0), **kwargs)
+                     read_config=read_config, **kwargs)

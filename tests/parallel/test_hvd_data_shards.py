@@ -16,7 +16,7 @@ from mlpf_tf import distributed
 from mlpf_tf.data import datasets, schema
 from mlpf_tf.data.config import DataConfig
 from mlpf_tf.data.delphes_reader import write_delphes_file
-from mlpf_tf.data.pipeline import build_pipeline, steps_per_epoch
+from mlpf_tf.data.pipeline import build_pipeline, rank_event_ranges, steps_per_epoch
 
 N_TRAIN, N_VAL, BATCH = 21, 11, 2
 
@@ -59,11 +59,9 @@ def test_each_rank_reads_half_and_takes_equal_steps(ctx, shared_dir):
             tags += [int(t) for t in X[real, 0, 11]]
         counts[split] = (steps, tags, steps_per_epoch(cfg, split, BATCH, size=ctx.size,
                                                       drop_remainder=drop))
-    # The rank's input slice alone (what it reads from disk before batching).
-    per_rank = N_TRAIN // ctx.size
-    read = len(list(datasets.load_split(cfg, "train", prepare=False,
-                                        start=ctx.rank * per_rank,
-                                        stop=(ctx.rank + 1) * per_rank)))
+    # The rank's input slices alone (what it reads from disk before batching).
+    ranges = rank_event_ranges(N_TRAIN, ctx.size, ctx.rank, BATCH)
+    read = len(list(datasets.load_split(cfg, "train", prepare=False, ranges=ranges)))
     gathered = distributed.allgather_object((read, counts))
     reads = [g[0] for g in gathered]
     train = [g[1]["train"] for g in gathered]

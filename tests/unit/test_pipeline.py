@@ -12,9 +12,11 @@ from mlpf_tf.data import datasets, schema
 from mlpf_tf.data.config import DataConfig
 from mlpf_tf.data.delphes_reader import complete_ycand, strip_ycand, write_delphes_file
 from mlpf_tf.data.pipeline import (
+    MAX_SLICES_PER_RANK,
     build_pipeline,
     class_counts,
     class_weights,
+    rank_event_ranges,
     steps_for,
     steps_per_epoch,
 )
@@ -118,8 +120,15 @@ def test_two_ranks_read_disjoint_equal_slices(prepared):
               datasets.load_split(cfg, "train", prepare=False).as_numpy_iterator()]
     per_rank = [_epoch(build_pipeline(cfg, "train", 2, rank=r, size=2, seed=3,
                                       drop_remainder=False)) for r in (0, 1)]
-    # rank r holds exactly the stored events [10 r, 10 r + 10): 21 // 2 each, the last unused
-    assert [sorted(p) for p in per_rank] == [sorted(stored[:10]), sorted(stored[10:20])]
+    # blocks of 2 stored events in turn: rank 0 holds 0-1, 4-5, ...; 21 // 2 each, one unused
+    assert [sorted(p) for p in per_rank] == [
+        sorted(stored[i] for i in range(20) if (i // 2) % 2 == r) for r in (0, 1)]
+    # unshuffled, step j of both ranks together = batch j of one rank with twice the batch
+    one = [b[0][:, 0, 11].tolist() for b in build_pipeline(
+        cfg, "train", 4, shuffle=False).as_numpy_iterator()]
+    two = [[b[0][:, 0, 11].tolist() for b in build_pipeline(
+        cfg, "train", 2, rank=r, size=2, shuffle=False).as_numpy_iterator()] for r in (0, 1)]
+    assert [a + b for a, b in zip(*two)] == one
     # Default on the train split: drop_remainder, 10 events per rank -> 5 equal steps.
     steps = [len(list(build_pipeline(cfg, "train", 2, rank=r, size=2, seed=3)))
              for r in (0, 1)]
@@ -178,6 +187,19 @@ def test_unprepared_dataset_on_other_ranks_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"synthetic_pf/gun is not prepared in "
                                                 rf"{tmp_path} \(--data\.data_dir\)"):
         build_pipeline(cfg, "train", 2, rank=1, size=2)
+
+
+def test_rank_event_ranges_deal_blocks_in_turn():
+    assert rank_event_ranges(21, 2, 0, 4) == [(0, 4), (8, 12), (16, 18)]
+    assert rank_event_ranges(21, 2, 1, 4) == [(4, 8), (12, 16), (18, 20)]
+    assert rank_event_ranges(10, 1, 0, 3) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    for total, size, block in ((100, 4, 5), (37, 3, 4), (10_000, 2, 1)):
+        got = [rank_event_ranges(total, size, r, block) for r in range(size)]
+        events = [[e for a, b in rr for e in range(a, b)] for rr in got]
+        assert all(len(ev) == total // size for ev in events)
+        flat = [e for ev in events for e in ev]
+        assert len(set(flat)) == len(flat) and max(flat) < total
+        assert max(len(rr) for rr in got) <= MAX_SLICES_PER_RANK
 
 
 def test_steps_for():
