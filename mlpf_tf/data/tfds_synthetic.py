@@ -29,6 +29,7 @@ from mlpf_tf.data.config import (
     default_split_sizes,
     parse_synthetic_config,
 )
+from mlpf_tf.data.delphes_reader import complete_ycand
 from mlpf_tf.data.tfds_delphes import event_features
 
 # Pythia accepts seeds up to 900 000 000.
@@ -119,7 +120,8 @@ class SyntheticPf(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("2.0.0")
     RELEASE_NOTES = {"1.0.0": "First release.",
                      "2.0.0": "delphes_cms detector and reference target conventions by "
-                              "default (configs can choose optimistic / project)."}
+                              "default (configs can choose optimistic / project); ycand "
+                              "completed as in delphes_pf (pT and E of every candidate)."}
     BUILDER_CONFIGS = [_registered(name) for name in SYNTHETIC_CONFIGS]
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -139,6 +141,8 @@ class SyntheticPf(tfds.core.GeneratorBasedBuilder):
                                  pileup=cfg.pileup, detector=cfg.detector_config())
         for count, event in enumerate(events, start=1):
             X, ygen, ycand = (np.asarray(a, dtype=np.float32) for a in event)
+            # the same ycand convention as delphes_pf: pT and E both filled (massless)
+            ycand = complete_ycand(ycand)
             schema.check_event(X, ygen, ycand,
                                where=f"synthetic_pf/{cfg.name} {split} event {count - 1}")
             yield count - 1, {"X": X, "ygen": ygen, "ycand": ycand}

@@ -164,6 +164,7 @@ def test_concurrent_prepare_waits_for_the_lock_and_reuses_the_build(tmp_path):
 
 def test_detector_and_target_choices_build_the_matching_events(tmp_path):
     from mlpf_tf.configbase import ConfigError
+    from mlpf_tf.data.delphes_reader import complete_ycand
     from mlpf_tf.data.detector import PROJECT_TARGETS, detector_preset
 
     kw = dict(config="gun", data_dir=str(tmp_path), n_train=2, n_validation=1, n_test=1,
@@ -179,6 +180,14 @@ def test_detector_and_target_choices_build_the_matching_events(tmp_path):
     got_default = _examples(default, "train")
     expected = list(generate_events("gun", 2, split_seed(5, "train")))
     assert sorted(_key(g) for g in got_default) == sorted(e.X.tobytes() for e in expected)
+    # ycand as delphes_pf gives it: every candidate with both pT and E
+    by_key = {e.X.tobytes(): e for e in expected}
+    for g in got_default:
+        ycand = g["ycand"]
+        np.testing.assert_array_equal(ycand, complete_ycand(by_key[_key(g)].ycand))
+        real = ycand[:, schema.T_CLS] > 0
+        assert real.any() and (ycand[real, schema.T_PT] > 0).all()
+        assert (ycand[real, schema.T_E] > 0).all()
     with pytest.raises(ConfigError, match=r"^--data\.detector='cms': must be one of "):
         DataConfig(**kw, detector="cms").validate()
     with pytest.raises(ConfigError, match=r"^--data\.detector='optimistic': applies to "
