@@ -7,6 +7,11 @@ Builds the dataset into the data directory (``--data_dir``, else ``--data.data_d
 statistics of :func:`mlpf_tf.data.stats.event_statistics` (elements per event, class fractions
 of ygen and ycand, ...) and writes them with the data config to ``<output_dir>/data_stats.yaml``
 (atomically). ``run()`` is the ``mlpf-data-stats`` console entry point.
+
+``--compare_detectors=delphes_cms,optimistic`` also builds the same events through each
+detector preset (``optimistic`` with the project's target conventions, ``delphes_cms`` with the
+reference's) and prints a Markdown table of one split (``--compare_split``): elements per
+event, ygen / ycand class fractions and the ycand efficiency and fake rate per class.
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ def define_flags_once() -> None:
     flags.DEFINE_string("data_dir", None, "TFDS data directory (overrides --data.data_dir)")
     flags.DEFINE_integer("max_events", 0, "events per split to analyse (0 = all)", lower_bound=0)
     flags.DEFINE_integer("threads", 2, "TensorFlow intra-op threads", lower_bound=1)
+    flags.DEFINE_list("compare_detectors", [],
+                      "synthetic_pf: also build the dataset with each of these detector presets "
+                      "(e.g. delphes_cms,optimistic; each with its own target conventions) and "
+                      "print a table of their statistics side by side")
+    flags.DEFINE_string("compare_split", "validation", "split the comparison table describes")
     define_flags(DataConfig)
 
 
@@ -93,6 +103,30 @@ def collect(cfg: DataConfig, max_events: int = 0) -> dict:
     return out
 
 
+def compare_detectors(cfg: DataConfig, presets: list[str], split: str,
+                      max_events: int = 0) -> dict:
+    """Statistics of ``split`` built with each detector preset; prints the comparison table."""
+    from mlpf_tf.data.config import DETECTORS
+    from mlpf_tf.data.stats import comparison_table
+
+    if cfg.dataset != "synthetic_pf":
+        raise app.UsageError("--compare_detectors applies to --data.dataset=synthetic_pf")
+    unknown = [p for p in presets if p not in DETECTORS]
+    if unknown:
+        raise app.UsageError(f"--compare_detectors: unknown presets {unknown}; known: "
+                             f"{', '.join(DETECTORS)}")
+    stats = {}
+    for preset in presets:
+        targets = "project" if preset == "optimistic" else "reference"
+        entry = collect(cfg.replace(detector=preset, targets=targets), max_events)
+        if split not in entry["splits"]:
+            raise app.UsageError(f"--compare_split={split!r}: not a split of {entry['dataset']}")
+        stats[preset] = entry["splits"][split]["stats"]
+    print(f"\n{cfg.config} {split} split, per detector preset:")
+    print(comparison_table(stats))
+    return stats
+
+
 def _print(summary: dict) -> None:
     from mlpf_tf.data.stats import format_statistics
 
@@ -121,6 +155,9 @@ def main(argv) -> None:
         raise app.UsageError(str(exc)) from None
     summary = collect(cfg, FLAGS.max_events)
     _print(summary)
+    if FLAGS.compare_detectors:
+        summary["comparison"] = compare_detectors(cfg, FLAGS.compare_detectors,
+                                                  FLAGS.compare_split, FLAGS.max_events)
     path = os.path.join(FLAGS.output_dir, STATS_FILE)
     atomic_write_text(path, dump_yaml(summary))
     print(f"wrote {path}")

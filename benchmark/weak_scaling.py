@@ -4,8 +4,9 @@
                                       --epochs=3 --threads=1 --repeats=2 --[no]pin
                                       --model.<field>=...]
 
-The default step is the one the suite's default training takes: batches of 4 synthetic ttbar
-events (161-493 elements each), which bucketed padding pads to 512 elements.
+The default step is the one the suite's training took on ttbar events without pileup: batches
+of 4 events (161-493 elements each), which bucketed padding pads to 512 elements. (The default
+dataset is now ttbar with pileup 20, about 1,100 elements per event: ``--elements=1280``.)
 
 Launches ``horovodrun -np 1`` and ``horovodrun -np N --gloo`` subprocesses on localhost, each
 training the real MLPF model (``ModelConfig`` defaults = the small model, overridable with
@@ -56,8 +57,8 @@ def define_flags_once() -> None:
     flags.DEFINE_integer("ranks", 2, "ranks of the scaled run (compared with 1 rank)",
                          lower_bound=2)
     flags.DEFINE_integer("batch_size", 4, "events per batch per rank", lower_bound=1)
-    flags.DEFINE_integer("elements", 512, "elements per event (512: what the default ttbar "
-                         "events are padded to in their batches of 4)", lower_bound=1)
+    flags.DEFINE_integer("elements", 512, "elements per event (512: what ttbar events without "
+                         "pileup are padded to in their batches of 4)", lower_bound=1)
     flags.DEFINE_integer("steps", 20, "optimizer steps per epoch", lower_bound=1)
     flags.DEFINE_integer("epochs", 3, "epochs per run; the first (tracing) is not timed",
                          lower_bound=2)

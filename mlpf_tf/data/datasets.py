@@ -23,7 +23,8 @@ def builder_config(cfg: DataConfig) -> tfds.core.BuilderConfig:
     """The TFDS BuilderConfig a data config selects (validates ``cfg`` first)."""
     cfg.validate()
     if cfg.dataset == "synthetic_pf":
-        return tfds_synthetic.make_config(cfg.config, cfg.split_sizes(), cfg.generation_seed)
+        return tfds_synthetic.make_config(cfg.config, cfg.split_sizes(), cfg.generation_seed,
+                                          detector=cfg.detector, targets=cfg.targets)
     if cfg.dataset == "delphes_pf":
         return tfds_delphes.DelphesPf.builder_configs[cfg.config]
     raise ConfigError(f"--data.dataset={cfg.dataset!r}: unknown dataset; known: "
@@ -110,12 +111,27 @@ def _require_prepared(cfg: DataConfig, builder: tfds.core.DatasetBuilder) -> Non
             "prepare_dataset (on rank 0)")
 
 
-def load_split(cfg: DataConfig, split: str, *, prepare: bool = True) -> tf.data.Dataset:
-    """One split as a dataset of dicts {"X", "ygen", "ycand"} in the stored, fixed order."""
+def load_split(cfg: DataConfig, split: str, *, prepare: bool = True,
+               ranges: list[tuple[int, int]] | None = None) -> tf.data.Dataset:
+    """One split as a dataset of dicts {"X", "ygen", "ycand"} in the stored, fixed order.
+
+    ``ranges`` selects the examples [start, stop) of each range, in that order, by TFDS split
+    slicing, so only the records holding them are read (one Horovod rank's shard).
+    """
     kwargs = _load_kwargs(cfg)
     _check_split_name(split)
     builder = prepare_dataset(cfg) if prepare else get_builder(cfg)
     _require_prepared(cfg, builder)
     _check_split(cfg, builder, split)
-    return tfds.load(split=split, download=False, shuffle_files=False,
-                     read_config=tfds.ReadConfig(shuffle_seed=0), **kwargs)
+    spec, read_config = split, tfds.ReadConfig(shuffle_seed=0)
+    if ranges is not None:
+        total = builder.info.splits[split].num_examples
+        bad = [(a, b) for a, b in ranges if not 0 <= a < b <= total]
+        if bad or not ranges:
+            raise ValueError(f"example ranges {bad or ranges} are not inside the {split} split "
+                             f"of {total} examples")
+        spec = "+".join(f"{split}[{a}:{b}]" for a, b in ranges)
+        # one slice after the other, in the given order
+        read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)
+    return tfds.load(split=spec, download=False, shuffle_files=False,
+                     read_config=read_config, **kwargs)

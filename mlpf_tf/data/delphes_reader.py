@@ -4,10 +4,15 @@ Each file is a bz2-compressed pickle of one dict ``{"X": [...], "ygen": [...], "
 holding one float array per event: X is (elements x 12), ygen and ycand (elements x 7).
 
 Security: unpickling runs code chosen by whoever wrote the file (a pickle can call any
-importable function). Files are therefore read with :class:`NumpyOnlyUnpickler`, which resolves
-only the few numpy globals that rebuild arrays and refuses every other global, and the result is
-then checked against the expected structure before any array is used. Only read files whose
-origin you trust all the same: the check narrows the attack surface, it does not sandbox numpy.
+importable function). Files are therefore read with the guarded unpickler of
+:mod:`mlpf_tf.data.safe_unpickle`: an allow-list of pickle opcodes, numpy globals resolved to
+wrappers accepting exactly numpy's own call shapes, float/int dtypes only, C-contiguous arrays
+whose byte size matches their shape, and caps (:data:`DEFAULT_LIMITS`) on elements per event,
+events per file and decompressed bytes (the bz2 stream is decompressed lazily under the cap).
+The result is then checked against the expected structure before any array is used. Every
+failure is a one-line :class:`DelphesFileError` naming the file. An optional checksum manifest
+(``sha256sum`` format, :func:`read_manifest`) is checked before unpickling: with it, only the
+files you listed, byte for byte, are read. Prefer files whose origin you trust all the same.
 
 ycand completion: in the reference files a neutral candidate (neutral hadron, photon) carries
 only its energy E (pT column 0) and a charged one (charged hadron, electron, muon) only its pT
@@ -19,76 +24,92 @@ present (non-zero) are kept; rows of class 0 are left as they are.
 from __future__ import annotations
 
 import bz2
+import hashlib
 import os
 import pickle
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from mlpf_tf.data import schema
+from mlpf_tf.data import safe_unpickle, schema
+from mlpf_tf.data.safe_unpickle import PickleLimits
 
 KEYS = ("X", "ygen", "ycand")
+#: Caps of the reader: the reference files hold 100 events of at most 6400 elements, float64
+#: (about 135 MB decompressed at most); the caps leave room above that.
+DEFAULT_LIMITS = PickleLimits(max_elements=50_000, max_columns=schema.NUM_FEATURES,
+                              max_list_length=1_000, max_decompressed_bytes=256 << 20)
 
 
 class DelphesFileError(ValueError):
     """A Delphes file is missing, corrupt, unsafe or not in the expected structure."""
 
 
-def _numpy_globals() -> dict[tuple[str, str], object]:
-    """The globals numpy arrays need when unpickled, under numpy 1 and numpy 2 module names."""
-    from numpy.core import multiarray, numeric
-
-    allowed: dict[tuple[str, str], object] = {}
-    for package in ("numpy.core", "numpy._core"):
-        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
-        allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
-        # Pickle protocol 5 rebuilds contiguous arrays from an in-band buffer with this.
-        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
-    allowed[("numpy", "ndarray")] = np.ndarray
-    allowed[("numpy", "dtype")] = np.dtype
-    # Protocols 0-2 store the raw bytes of an array as a latin-1 text, re-encoded on load.
-    allowed[("_codecs", "encode")] = _latin1_encode
-    return allowed
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    """``codecs.encode`` restricted to the latin-1 text -> bytes step of old pickle protocols."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"refused _codecs.encode with encoding {encoding!r}")
-    return text.encode("latin1")
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's bytes (as stored, i.e. compressed), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-_ALLOWED = _numpy_globals()
+def read_manifest(path: str | os.PathLike) -> dict[str, str]:
+    """``{file name: sha256}`` from a ``sha256sum``-style manifest (``<hex>  <name>`` lines).
+
+    Blank lines and lines starting with ``#`` are skipped; names are base names.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DelphesFileError(f"{path}: checksum manifest not found")
+    entries: dict[str, str] = {}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split(None, 1)
+            digest = parts[0].lower()
+            if (len(parts) != 2 or len(digest) != 64
+                    or any(c not in "0123456789abcdef" for c in digest)):
+                raise DelphesFileError(f"{path}: line {number}: expected '<sha256 hex>  <file "
+                                       f"name>', got {_one_line(line, 80)!r}")
+            entries[os.path.basename(parts[1].lstrip("*").strip())] = digest
+    return entries
 
 
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """An unpickler that can rebuild numpy arrays, dicts, lists and scalars, and nothing else."""
+def check_manifest(path: str, manifest: dict[str, str]) -> None:
+    """Refuse ``path`` unless the manifest lists it with the file's SHA-256."""
+    name = os.path.basename(path)
+    if name not in manifest:
+        raise DelphesFileError(f"{path}: not listed in the checksum manifest; refused")
+    actual = file_sha256(path)
+    if actual != manifest[name]:
+        raise DelphesFileError(f"{path}: SHA-256 {actual} differs from the manifest's "
+                               f"{manifest[name]}; refused")
 
-    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"refused global {module}.{name}: only numpy array reconstruction is allowed"
-            ) from None
 
-
-def _load_pickle(path: str) -> object:
+def _load_pickle(path: str, limits: PickleLimits) -> object:
     if not os.path.isfile(path):
         raise DelphesFileError(f"{path}: no such file")
     try:
         with bz2.open(path, "rb") as fh:
-            return NumpyOnlyUnpickler(fh).load()
+            return safe_unpickle.load(fh, limits)
     except pickle.UnpicklingError as exc:
-        raise DelphesFileError(f"{path}: refused or invalid pickle: {exc}") from None
+        raise DelphesFileError(
+            f"{path}: refused or invalid pickle: {_one_line(exc)}") from None
     except EOFError as exc:
-        raise DelphesFileError(f"{path}: truncated file ({exc or 'unexpected end of data'})"
-                               ) from None
-    except (OSError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            MemoryError) as exc:
+        detail = _one_line(exc) or "unexpected end of data"
+        raise DelphesFileError(f"{path}: truncated file ({detail})") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of a hostile file is one line
         raise DelphesFileError(
             f"{path}: corrupt file, not a bz2-compressed pickle of arrays "
-            f"({type(exc).__name__}: {exc})") from None
+            f"({type(exc).__name__}: {_one_line(exc)})") from None
 
 
 def complete_ycand(ycand: np.ndarray) -> np.ndarray:
@@ -118,7 +139,8 @@ def _check_structure(path: str, data: object) -> int:
             f"{path}: expected a dict with keys {list(KEYS)}, got {type(data).__name__}")
     if set(data) != set(KEYS):
         raise DelphesFileError(
-            f"{path}: expected exactly the keys {list(KEYS)}, got {sorted(map(str, data))}")
+            f"{path}: expected exactly the keys {list(KEYS)}, got "
+            f"{_one_line(sorted(map(str, data)), 120)}")
     lengths = {}
     for key in KEYS:
         if not isinstance(data[key], list):
@@ -130,25 +152,34 @@ def _check_structure(path: str, data: object) -> int:
     return lengths["X"]
 
 
-def read_delphes_file(path: str | os.PathLike, *, complete: bool = True) -> list[schema.Event]:
+def read_delphes_file(path: str | os.PathLike, *, complete: bool = True,
+                      limits: PickleLimits = DEFAULT_LIMITS,
+                      manifest: dict[str, str] | None = None) -> list[schema.Event]:
     """All events of one ``*.pkl.bz2`` file as float32 :class:`schema.Event` tuples.
 
-    ``complete`` fills the missing ycand pT/E (see the module docstring). Errors
-    (:class:`DelphesFileError`) name the file and, for a bad event, its index.
+    ``complete`` fills the missing ycand pT/E (see the module docstring). ``limits`` caps
+    elements per event, events per file and decompressed bytes. With a ``manifest`` (see
+    :func:`read_manifest`) the file's SHA-256 is checked before anything is unpickled. Every
+    failure is one :class:`DelphesFileError` line naming the file (and a bad event's index).
     """
     path = os.fspath(path)
-    data = _load_pickle(path)
+    if manifest is not None:
+        check_manifest(path, manifest)
+    data = _load_pickle(path, limits)
     n = _check_structure(path, data)
     events = []
     for i in range(n):
         X, ygen, ycand = (data[k][i] for k in KEYS)
         try:
             schema.check_event(X, ygen, ycand, where=f"{path}: event {i}")
+            ycand = complete_ycand(ycand) if complete else ycand.astype(schema.FEATURE_DTYPE)
+            events.append(schema.Event(X.astype(schema.FEATURE_DTYPE),
+                                       ygen.astype(schema.FEATURE_DTYPE), ycand))
         except schema.SchemaError as exc:
-            raise DelphesFileError(str(exc)) from None
-        ycand = complete_ycand(ycand) if complete else ycand.astype(schema.FEATURE_DTYPE)
-        events.append(schema.Event(X.astype(schema.FEATURE_DTYPE),
-                                   ygen.astype(schema.FEATURE_DTYPE), ycand))
+            raise DelphesFileError(_one_line(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - never a raw traceback for a bad file
+            raise DelphesFileError(f"{path}: event {i}: {type(exc).__name__}: "
+                                   f"{_one_line(exc)}") from None
     return events
 
 

@@ -5,10 +5,15 @@ ycand), and w = 1 per real element. Batches are padded with zeros: padded X rows
 type 0, padded y rows class 0, and w = 0, so losses and metrics mask padding with w.
 
 Order of operations, and why:
-  enumerate (global event index in the split, for error messages) -> shard(size, rank) BEFORE
-  shuffling, so ranks hold disjoint events whatever the seed -> with drop_remainder every rank
-  keeps exactly floor(events / size) events and drops the incomplete last batch, so all ranks
-  take the same number of steps (Horovod's collective ops would hang otherwise) -> length check
+  each rank reads only its own events (TFDS split slicing: the other ranks' records are not
+  read): blocks of ``batch_size`` consecutive events dealt to the ranks in turn
+  (:func:`rank_event_ranges`), k = floor(events / size) events per rank, so ranks hold
+  disjoint events whatever the seed, every rank has exactly k events in training and in
+  validation (the < size remaining events are not used), and without shuffling one step of
+  all ranks together sees the same events as one rank with ``size`` times the batch;
+  global event index in the split (for error messages) -> with
+  drop_remainder the incomplete last batch is dropped; either way all ranks take the same
+  number of steps (Horovod's collective ops would hang otherwise) -> length check
   or truncation -> optional cache -> shuffle with ``seed`` (reshuffled every epoch, the
   sequence of epoch orders fixed by the seed) -> optional repeat -> padded batch -> prefetch.
 
@@ -33,14 +38,42 @@ def steps_for(num_events: int, batch_size: int, size: int = 1,
               drop_remainder: bool = True) -> int:
     """Steps per epoch on each rank for ``num_events`` events split over ``size`` ranks.
 
-    With ``drop_remainder`` every rank keeps floor(num_events / size) events and full batches
-    only; otherwise this is the step count of the rank with the most events.
+    Every rank keeps floor(num_events / size) events; with ``drop_remainder`` full batches
+    only, otherwise the last batch may be partial. The count is the same on every rank.
     """
     if batch_size < 1 or size < 1:
         raise ValueError(f"batch_size ({batch_size}) and size ({size}) must be >= 1")
     if drop_remainder:
         return (num_events // size) // batch_size
-    return math.ceil(math.ceil(num_events / size) / batch_size)
+    return math.ceil((num_events // size) / batch_size)
+
+
+#: At most this many slices per rank; beyond it the blocks grow by whole batches.
+MAX_SLICES_PER_RANK = 1000
+
+
+def rank_event_ranges(num_events: int, size: int, rank: int,
+                      block: int) -> list[tuple[int, int]]:
+    """The event ranges [start, stop) one rank reads: blocks of ``block`` events in turn.
+
+    Round j gives rank r the events [j*size*block + r*block, ... + block); a last, shorter
+    round splits what is left equally. Every rank gets floor(num_events / size) events, the
+    ranks' events are disjoint, and round j of all ranks is the contiguous range
+    [j*size*block, (j+1)*size*block). With more than :data:`MAX_SLICES_PER_RANK` rounds the
+    block grows by whole multiples of ``block``.
+    """
+    if size < 1 or not 0 <= rank < size or block < 1:
+        raise ValueError(f"size={size}, rank={rank}, block={block}: need size >= 1, "
+                         "0 <= rank < size and block >= 1")
+    per_rank = num_events // size
+    block *= max(1, math.ceil(math.ceil(per_rank / block) / MAX_SLICES_PER_RANK))
+    ranges, done, base = [], 0, 0
+    while done < per_rank:
+        m = min(block, per_rank - done)
+        ranges.append((base + rank * m, base + rank * m + m))
+        base += size * m
+        done += m
+    return ranges
 
 
 def steps_per_epoch(data_cfg: DataConfig, split: str, batch_size: int, size: int = 1,
@@ -110,19 +143,23 @@ def build_pipeline(data_cfg: DataConfig, split: str, batch_size: int, *, rank: i
         drop_remainder = split == "train"
     if prepare is None:
         prepare = rank == 0
-    ds = datasets.load_split(data_cfg, split, prepare=prepare)
+    if prepare:
+        datasets.prepare_dataset(data_cfg)
     total = datasets.num_examples(data_cfg, split)
-    if drop_remainder and steps_for(total, batch_size, size, True) == 0:
+    if steps_for(total, batch_size, size, drop_remainder) == 0:
         raise ValueError(
             f"split '{split}' of {data_cfg.dataset}/{data_cfg.config} has {total} events: "
             f"{size} rank(s) x batch_size {batch_size} leaves no complete batch; lower the "
             "batch size or use more events")
 
-    ds = ds.enumerate()
     if size > 1:
-        ds = ds.shard(size, rank)  # disjoint events per rank, before any shuffling
-        if drop_remainder:
-            ds = ds.take(total // size)  # equal event counts, hence equal steps, on all ranks
+        # Each rank reads only its own events; equal counts give equal steps on every rank.
+        ranges = rank_event_ranges(total, size, rank, batch_size)
+        index = tf.constant(np.concatenate([np.arange(a, b) for a, b in ranges]), tf.int64)
+        ds = datasets.load_split(data_cfg, split, prepare=False, ranges=ranges).enumerate()
+        ds = ds.map(lambda i, ex: (tf.gather(index, i), ex))
+    else:
+        ds = datasets.load_split(data_cfg, split, prepare=False).enumerate()
     ds = ds.map(_event_fn(data_cfg, split), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     if data_cfg.cache:

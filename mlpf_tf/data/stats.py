@@ -38,7 +38,10 @@ def event_statistics(events: Iterable[S.Event]) -> dict:
     ``ycand_class_fractions_all`` (over all rows, padding counted as "none");
     ``ygen_class_counts`` / ``ycand_class_counts``; ``fake_track_fraction`` (tracks whose ygen is
     class 0); ``class_agreement`` (fraction of non-padding elements whose ygen and ycand
-    classes agree); ``padding_fraction``.
+    classes agree); ``padding_fraction``; ``ycand_efficiency`` (per class: of the elements
+    whose ygen is the class, the fraction whose ycand is the same class) and
+    ``ycand_fake_rate`` (of the elements whose ycand is the class, the fraction whose ygen is
+    not).
     """
     n_events = 0
     n_elem, n_trk, n_tow, n_gen, n_cand = [], [], [], [], []
@@ -47,6 +50,7 @@ def event_statistics(events: Iterable[S.Event]) -> dict:
     rows_all = 0
     fake_tracks = 0
     agree = 0
+    both = np.zeros(S.NUM_CLASSES, np.int64)  # elements with ygen == ycand == class
     for i, event in enumerate(events):
         X, ygen, ycand = event
         S.check_event(X, ygen, ycand, where=f"event {i}")
@@ -66,6 +70,8 @@ def event_statistics(events: Iterable[S.Event]) -> dict:
         cand_counts += np.bincount(c[real], minlength=S.NUM_CLASSES)
         fake_tracks += int((g[trk] == S.CLS_NONE).sum())
         agree += int((g[real] == c[real]).sum())
+        same = real & (g == c)
+        both += np.bincount(g[same], minlength=S.NUM_CLASSES)
     n_real = int(sum(n_elem))
     pad = rows_all - n_real
     gen_all = gen_counts.copy()
@@ -89,7 +95,36 @@ def event_statistics(events: Iterable[S.Event]) -> dict:
         "fake_track_fraction": fake_tracks / n_tracks if n_tracks else 0.0,
         "class_agreement": agree / n_real if n_real else 0.0,
         "padding_fraction": pad / rows_all if rows_all else 0.0,
+        "ycand_efficiency": {n: (float(both[i]) / gen_counts[i] if gen_counts[i] else 0.0)
+                             for i, n in enumerate(S.CLASS_NAMES) if i != S.CLS_NONE},
+        "ycand_fake_rate": {n: (1.0 - float(both[i]) / cand_counts[i] if cand_counts[i]
+                                else 0.0)
+                            for i, n in enumerate(S.CLASS_NAMES) if i != S.CLS_NONE},
     }
+
+
+def comparison_table(stats_by_name: dict[str, dict]) -> str:
+    """A Markdown table of :func:`event_statistics` outputs side by side (one column each):
+    elements per event, ygen / ycand class fractions, ycand efficiency and fake rate per class.
+    """
+    names = list(stats_by_name)
+    rows = [("events", lambda s: f"{s['n_events']}"),
+            ("elements per event (mean)", lambda s: f"{s['elements_per_event']['mean']:.1f}"),
+            ("tracks per event (mean)", lambda s: f"{s['tracks_per_event']['mean']:.1f}"),
+            ("towers per event (mean)", lambda s: f"{s['towers_per_event']['mean']:.1f}")]
+    for key, label in (("ygen_class_fractions", "ygen fraction"),
+                       ("ycand_class_fractions", "ycand fraction")):
+        rows += [(f"{label} {c}", lambda s, key=key, c=c: f"{s[key][c]:.3f}")
+                 for c in S.CLASS_NAMES]
+    for key, label in (("ycand_efficiency", "ycand efficiency"),
+                       ("ycand_fake_rate", "ycand fake rate")):
+        rows += [(f"{label} {c}", lambda s, key=key, c=c: f"{s[key][c]:.3f}")
+                 for c in S.CLASS_NAMES[1:]]
+    lines = ["| quantity | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for label, fmt in rows:
+        lines.append(f"| {label} | " + " | ".join(fmt(stats_by_name[n]) for n in names) + " |")
+    return "\n".join(lines)
 
 
 def format_statistics(stats: dict) -> str:

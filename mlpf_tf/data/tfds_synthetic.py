@@ -22,11 +22,14 @@ import tensorflow_datasets as tfds
 from mlpf_tf.data import schema
 from mlpf_tf.data.config import (
     DEFAULT_GENERATION_SEED,
+    DETECTORS,
     SPLITS,
     SYNTHETIC_CONFIGS,
+    TARGET_CONVENTIONS,
     default_split_sizes,
     parse_synthetic_config,
 )
+from mlpf_tf.data.delphes_reader import complete_ycand
 from mlpf_tf.data.tfds_delphes import event_features
 
 # Pythia accepts seeds up to 900 000 000.
@@ -43,6 +46,18 @@ class SyntheticPfConfig(tfds.core.BuilderConfig):
     n_validation: int = 200
     n_test: int = 200
     seed: int = DEFAULT_GENERATION_SEED
+    detector: str = DETECTORS[0]
+    targets: str = TARGET_CONVENTIONS[0]
+
+    def detector_config(self):
+        """The DetectorConfig these events are simulated with."""
+        from mlpf_tf.data.detector import PROJECT_TARGETS, detector_preset
+
+        overrides = PROJECT_TARGETS if self.targets == "project" else {}
+        if self.targets == "reference" and self.detector == "optimistic":
+            overrides = {"target_convention": "reference", "target_min_e_photon": 0.0,
+                         "target_min_e_neutral_hadron": 9.0}
+        return detector_preset(self.detector, **overrides)
 
     def split_size(self, split: str) -> int:
         return {"train": self.n_train, "validation": self.n_validation,
@@ -66,7 +81,8 @@ def _registered(name: str) -> SyntheticPfConfig:
 
 
 def make_config(name: str, sizes: tuple[int, int, int] | None = None,
-                seed: int | None = None) -> SyntheticPfConfig:
+                seed: int | None = None, detector: str = DETECTORS[0],
+                targets: str = TARGET_CONVENTIONS[0]) -> SyntheticPfConfig:
     """The config for ``name`` (e.g. ``"ttbar_pu10"``) with optional sizes and seed.
 
     With the defaults of a registered name this is the registered config itself (so the
@@ -78,22 +94,34 @@ def make_config(name: str, sizes: tuple[int, int, int] | None = None,
     seed = DEFAULT_GENERATION_SEED if seed is None else int(seed)
     if any(int(n) < 1 for n in sizes):
         raise ValueError(f"synthetic_pf/{name}: split sizes must be >= 1, got {sizes}")
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; known: {', '.join(DETECTORS)}")
+    if targets not in TARGET_CONVENTIONS:
+        raise ValueError(f"unknown target conventions {targets!r}; known: "
+                         f"{', '.join(TARGET_CONVENTIONS)}")
+    default_choice = (detector, targets) == (DETECTORS[0], TARGET_CONVENTIONS[0])
     if name in SYNTHETIC_CONFIGS and sizes == default_split_sizes(name) and (
-            seed == DEFAULT_GENERATION_SEED):
+            seed == DEFAULT_GENERATION_SEED) and default_choice:
         return SyntheticPf.builder_configs[name]
     n_train, n_validation, n_test = (int(n) for n in sizes)
+    suffix = "" if default_choice else f"-{detector}-{targets}"
     return SyntheticPfConfig(
-        name=f"{name}-n{n_train}-{n_validation}-{n_test}-s{seed}", process=process,
+        name=f"{name}-n{n_train}-{n_validation}-{n_test}-s{seed}{suffix}", process=process,
         pileup=pileup, n_train=n_train, n_validation=n_validation, n_test=n_test, seed=seed,
-        description=f"{process} events, mean pileup {pileup:g}, custom sizes and seed")
+        detector=detector, targets=targets,
+        description=f"{process} events, mean pileup {pileup:g}, custom sizes and seed, "
+                    f"detector {detector}, {targets} targets")
 
 
 class SyntheticPf(tfds.core.GeneratorBasedBuilder):
     """Synthetic MLPF events (particle gun, ttbar, QCD; optional pileup) through our detector."""
 
     name = "synthetic_pf"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release.",
+                     "2.0.0": "delphes_cms detector and reference target conventions by "
+                              "default (configs can choose optimistic / project); ycand "
+                              "completed as in delphes_pf (pT and E of every candidate)."}
     BUILDER_CONFIGS = [_registered(name) for name in SYNTHETIC_CONFIGS]
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -110,9 +138,11 @@ class SyntheticPf(tfds.core.GeneratorBasedBuilder):
         n = cfg.split_size(split)
         count = 0
         events = generate_events(cfg.process, n, seed=split_seed(cfg.seed, split),
-                                 pileup=cfg.pileup)
+                                 pileup=cfg.pileup, detector=cfg.detector_config())
         for count, event in enumerate(events, start=1):
             X, ygen, ycand = (np.asarray(a, dtype=np.float32) for a in event)
+            # the same ycand convention as delphes_pf: pT and E both filled (massless)
+            ycand = complete_ycand(ycand)
             schema.check_event(X, ygen, ycand,
                                where=f"synthetic_pf/{cfg.name} {split} event {count - 1}")
             yield count - 1, {"X": X, "ygen": ygen, "ycand": ycand}

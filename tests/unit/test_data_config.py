@@ -21,8 +21,9 @@ def test_defaults_validate_and_resolve():
     cfg = DataConfig()
     cfg.validate()
     assert (cfg.dataset, cfg.config, cfg.target, cfg.padding) == (
-        "synthetic_pf", "ttbar", "ygen", "bucket")
-    assert cfg.split_sizes() == (1000, 200, 200)
+        "synthetic_pf", "ttbar_pu20", "ygen", "bucket")
+    assert (cfg.detector, cfg.targets) == ("delphes_cms", "reference")
+    assert cfg.split_sizes() == (300, 60, 60)
     assert cfg.resolved_data_dir() == os.path.abspath(".data/tfds")
     assert cfg.resolved_manual_dir() == os.path.join(os.path.abspath(".data/tfds"),
                                                      "downloads", "manual")
@@ -55,7 +56,7 @@ def test_unregistered_pileup_gets_scaled_defaults():
                        "<process> or <process>_pu<N> with process one of gun, ttbar, qcd"),
     ({"config": "ttbar_pu5000"}, "--data.config='ttbar_pu5000': synthetic_pf config "
                                  "'ttbar_pu5000': pileup 5000 exceeds 1000"),
-    ({"dataset": "delphes_pf"}, "--data.config='ttbar': unknown delphes_pf config; known: "
+    ({"dataset": "delphes_pf"}, "--data.config='ttbar_pu20': unknown delphes_pf config; known: "
                                 "default"),
     ({"dataset": "delphes_pf", "config": "default", "n_train": 5},
      "--data.n_train=5: split sizes apply to synthetic_pf only"),

@@ -300,3 +300,18 @@ def test_unknown_split_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"delphes_pf/default in .* has no split 'test' "
                                          r"\(available: train\)"):
         datasets.load_split(cfg, "test")
+
+
+@pytest.mark.parametrize("n_ttbar, n_validation", [(2, 1), (5, 1), (10, 2), (100, 20),
+                                                   (250, 50), (500, 50)])
+def test_validation_holds_out_ttbar_files_up_to_5000_events(tmp_path, n_ttbar, n_validation):
+    from mlpf_tf.data.tfds_delphes import split_files
+
+    for i in range(n_ttbar):
+        (tmp_path / f"tev14_pythia8_ttbar_{i:03d}_0.pkl.bz2").write_bytes(b"")
+    (tmp_path / "tev14_pythia8_qcd_0_0.pkl.bz2").write_bytes(b"")
+    splits = split_files(str(tmp_path))
+    names = sorted(f"tev14_pythia8_ttbar_{i:03d}_0.pkl.bz2" for i in range(n_ttbar))
+    assert [os.path.basename(p) for p in splits["validation"]] == names[-n_validation:]
+    assert [os.path.basename(p) for p in splits["train"]] == names[:-n_validation]
+    assert len(splits["test"]) == 1

@@ -13,6 +13,7 @@ from mlpf_tf.data import schema as S
 from mlpf_tf.data.detector import (
     C_LIGHT,
     DetectorConfig,
+    detector_preset,
     propagate_to_calorimeter,
     simulate,
     simulate_detailed,
@@ -20,6 +21,11 @@ from mlpf_tf.data.detector import (
 )
 from mlpf_tf.data.particle_gun import gun_particles
 from mlpf_tf.data.particles import GenParticles
+
+
+def OPT(**changes) -> DetectorConfig:
+    """The ``optimistic`` preset (the suite's first detector), which these tests describe."""
+    return detector_preset("optimistic", **changes)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -66,7 +72,7 @@ PERFECT = dict(track_pt_resolution=0.0, track_pt_resolution_slope=0.0,
 
 # ---------------------------------------------------------------------------- config
 def test_config_defaults_are_cms_like_and_validated():
-    cfg = DetectorConfig()
+    cfg = OPT()
     assert cfg.bz == 3.8 and cfg.calo_radius == 1.29 and cfg.tracker_eta_max == 2.5
     assert cfg.calo_eta_max == 5.0
     assert cfg.to_dict()["tower_phi_bins"][0] == 72
@@ -86,12 +92,12 @@ def test_config_defaults_are_cms_like_and_validated():
 ])
 def test_config_rejects_bad_values_naming_them(changes, message):
     with pytest.raises(ConfigError) as err:
-        DetectorConfig(**changes)
+        OPT(**changes)
     assert str(err.value) == message
 
 
 def test_tower_grid_cells_roundtrip():
-    cfg = DetectorConfig()
+    cfg = OPT()
     grid = tower_grid(cfg.tower_eta_edges, cfg.tower_phi_bins)
     assert grid.n_towers == 2 * (20 * 72 + 9 * 36 + 12 * 18)
     idx = grid.locate(grid.eta_center, grid.phi_center)
@@ -106,7 +112,7 @@ def test_tower_grid_cells_roundtrip():
 
 # ---------------------------------------------------------------------------- propagation
 def test_helix_deflection_in_barrel_matches_formula():
-    cfg = DetectorConfig()
+    cfg = OPT()
     pt = np.array([2.0, 2.0, 20.0, 5.0])
     q = np.array([1, -1, 1, 0])
     eta_c, phi_c, ok = propagate_to_calorimeter(pt, np.zeros(4), np.full(4, 0.3), q, cfg)
@@ -118,7 +124,7 @@ def test_helix_deflection_in_barrel_matches_formula():
 
 
 def test_helix_endcap_and_loopers():
-    cfg = DetectorConfig()
+    cfg = OPT()
     pt, eta = np.array([2.0, 0.3, 0.5]), np.array([2.8, 0.05, 1.2])
     eta_c, phi_c, ok = propagate_to_calorimeter(pt, eta, np.zeros(3), np.ones(3), cfg)
     rc = pt[0] / (C_LIGHT * 3.8)
@@ -137,7 +143,7 @@ def test_helix_endcap_and_loopers():
 
 # ---------------------------------------------------------------------------- bookkeeping
 def test_tower_energy_sums_equal_deposited_energy():
-    cfg = DetectorConfig()
+    cfg = OPT()
     total_dep, total_tower = 0.0, 0.0
     for parts, res in gun_sample(40, seed=11, cfg=cfg, detailed=True):
         # independent per-tower sums with a Python dictionary
@@ -173,7 +179,7 @@ def test_tower_energy_sums_equal_deposited_energy():
 
 
 def test_perfect_calorimeter_elements_carry_exactly_the_deposits():
-    cfg = DetectorConfig(**PERFECT, ecal_energy_min=0.0, hcal_energy_min=0.0)
+    cfg = OPT(**PERFECT, ecal_energy_min=0.0, hcal_energy_min=0.0)
     for _, res in gun_sample(10, seed=3, cfg=cfg, detailed=True):
         X = res.event.X
         tw = X[:, S.F_TYPE] == S.ELEM_TOWER
@@ -186,7 +192,7 @@ def test_perfect_calorimeter_elements_carry_exactly_the_deposits():
 
 
 def test_smeared_tower_energy_is_unbiased():
-    cfg = DetectorConfig(ecal_energy_min=0.0, hcal_energy_min=0.0)
+    cfg = OPT(ecal_energy_min=0.0, hcal_energy_min=0.0)
     true, meas = 0.0, 0.0
     for _, res in gun_sample(60, seed=5, cfg=cfg, detailed=True):
         true += res.true_em.sum() + res.true_had.sum()
@@ -197,7 +203,7 @@ def test_smeared_tower_energy_is_unbiased():
 
 # ---------------------------------------------------------------------------- tracking
 def test_each_charged_particle_gives_at_most_one_track():
-    cfg = DetectorConfig()
+    cfg = OPT()
     n_tracks = n_cand = 0
     for parts, res in gun_sample(60, seed=21, cfg=cfg, detailed=True):
         real = res.track_particle[res.track_particle >= 0]
@@ -212,7 +218,7 @@ def test_each_charged_particle_gives_at_most_one_track():
 
 
 def test_full_efficiency_gives_exactly_one_track_per_charged_particle():
-    cfg = DetectorConfig(**PERFECT)
+    cfg = OPT(**PERFECT)
     for parts, res in gun_sample(20, seed=8, cfg=cfg, detailed=True):
         in_acc = (parts.charge != 0) & (np.abs(parts.eta) < 2.5) & (parts.pt >= cfg.track_pt_min)
         assert sorted(res.track_particle.tolist()) == np.flatnonzero(in_acc).tolist()
@@ -225,7 +231,7 @@ def test_full_efficiency_gives_exactly_one_track_per_charged_particle():
 
 def test_track_pt_resolution_matches_configured_value():
     sigma = 0.03
-    cfg = DetectorConfig(track_pt_resolution=sigma, track_pt_resolution_slope=0.0)
+    cfg = OPT(track_pt_resolution=sigma, track_pt_resolution_slope=0.0)
     rel = []
     for X, ygen, _ in gun_sample(300, seed=2, cfg=cfg):
         m = (X[:, S.F_TYPE] == S.ELEM_TRACK) & (ygen[:, S.T_CLS] != S.CLS_NONE)
@@ -238,7 +244,7 @@ def test_track_pt_resolution_matches_configured_value():
 
 
 def test_track_pt_resolution_pt_dependent_term():
-    cfg = DetectorConfig(track_pt_resolution=0.01, track_pt_resolution_slope=2e-3)
+    cfg = OPT(track_pt_resolution=0.01, track_pt_resolution_slope=2e-3)
     pulls = []
     for X, ygen, _ in gun_sample(300, seed=4, cfg=cfg):
         m = (X[:, S.F_TYPE] == S.ELEM_TRACK) & (ygen[:, S.T_CLS] != S.CLS_NONE)
@@ -285,7 +291,7 @@ def assert_targets_consistent(X, ygen, ycand):
 
 
 def test_targets_follow_the_schema_on_gun_events():
-    cfg = DetectorConfig()
+    cfg = OPT()
     n_fake = 0
     for ev in gun_sample(100, seed=9, cfg=cfg):
         assert_targets_consistent(*ev)
@@ -301,9 +307,9 @@ def test_pileup_targets_flag():
     assert parts.is_pileup.any()
     pu_charged = parts.is_pileup & (parts.charge != 0) & (np.abs(parts.eta) < 2.5) \
         & (parts.pt > 0.5)
-    with_pu = simulate_detailed(parts, np.random.default_rng(1), DetectorConfig(**PERFECT))
+    with_pu = simulate_detailed(parts, np.random.default_rng(1), OPT(**PERFECT))
     without = simulate_detailed(parts, np.random.default_rng(1),
-                                DetectorConfig(**PERFECT, pileup_targets=False))
+                                OPT(**PERFECT, pileup_targets=False))
     np.testing.assert_array_equal(with_pu.event.X, without.event.X)
     n_trk = with_pu.n_tracks
     pu_rows = np.isin(with_pu.track_particle, np.flatnonzero(pu_charged))
@@ -314,7 +320,7 @@ def test_pileup_targets_flag():
 
 
 def test_single_particles_targets_and_candidates():
-    cfg = DetectorConfig(**PERFECT)
+    cfg = OPT(**PERFECT)
     # isolated photon of 20 GeV: one tower, ygen photon, ycand photon, no track
     ev = simulate(single(22, 0, 20.0, 0.5, 1.0), np.random.default_rng(0), cfg)
     assert ev.X.shape == (1, 12) and ev.X[0, S.F_TYPE] == S.ELEM_TOWER
@@ -343,7 +349,7 @@ def test_single_particles_targets_and_candidates():
 
 
 def test_overlapping_photon_and_pion_leave_the_photon_candidate():
-    cfg = DetectorConfig(**PERFECT)
+    cfg = OPT(**PERFECT)
     parts = GenParticles.concatenate([single(211, 1, 50.0, 0.04, 0.04, 0.1396),
                                       single(22, 0, 8.0, 0.04, 0.04)])
     # the 50 GeV pion bends by ~0.015 rad: both land in the same 5-degree cell
@@ -356,20 +362,20 @@ def test_overlapping_photon_and_pion_leave_the_photon_candidate():
 
 
 def test_empty_event_and_type_errors():
-    ev = simulate(GenParticles.empty(), np.random.default_rng(0), DetectorConfig())
+    ev = simulate(GenParticles.empty(), np.random.default_rng(0), OPT())
     assert ev.X.shape == (0, 12) and ev.ygen.shape == (0, 7) and ev.ycand.shape == (0, 7)
     S.check_event(*ev)
     with pytest.raises(TypeError, match="cfg must be a DetectorConfig, got dict"):
         simulate(GenParticles.empty(), np.random.default_rng(0), {})
     with pytest.raises(TypeError, match="particles must be GenParticles, got list"):
-        simulate([], np.random.default_rng(0), DetectorConfig())
+        simulate([], np.random.default_rng(0), OPT())
 
 
 def test_simulation_is_deterministic_per_rng_seed():
     parts = gun_particles(np.random.default_rng(1))
-    a = simulate(parts, np.random.default_rng(5), DetectorConfig())
-    b = simulate(parts, np.random.default_rng(5), DetectorConfig())
-    c = simulate(parts, np.random.default_rng(6), DetectorConfig())
+    a = simulate(parts, np.random.default_rng(5), OPT())
+    b = simulate(parts, np.random.default_rng(5), OPT())
+    c = simulate(parts, np.random.default_rng(6), OPT())
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     assert a.X.shape != c.X.shape or not np.array_equal(a.X, c.X)

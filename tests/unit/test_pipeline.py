@@ -12,9 +12,11 @@ from mlpf_tf.data import datasets, schema
 from mlpf_tf.data.config import DataConfig
 from mlpf_tf.data.delphes_reader import complete_ycand, strip_ycand, write_delphes_file
 from mlpf_tf.data.pipeline import (
+    MAX_SLICES_PER_RANK,
     build_pipeline,
     class_counts,
     class_weights,
+    rank_event_ranges,
     steps_for,
     steps_per_epoch,
 )
@@ -112,16 +114,30 @@ def test_target_ycand_and_bucket_padding(prepared):
             assert not y_i[n:].any()
 
 
-def test_two_ranks_cover_every_event_exactly_once(prepared):
+def test_two_ranks_read_disjoint_equal_slices(prepared):
     cfg, _ = prepared
+    stored = [int(ex["X"][0, 11]) for ex in
+              datasets.load_split(cfg, "train", prepare=False).as_numpy_iterator()]
     per_rank = [_epoch(build_pipeline(cfg, "train", 2, rank=r, size=2, seed=3,
                                       drop_remainder=False)) for r in (0, 1)]
-    assert sorted(per_rank[0] + per_rank[1]) == list(range(1, N_TRAIN + 1))
-    assert not set(per_rank[0]) & set(per_rank[1])
+    # blocks of 2 stored events in turn: rank 0 holds 0-1, 4-5, ...; 21 // 2 each, one unused
+    assert [sorted(p) for p in per_rank] == [
+        sorted(stored[i] for i in range(20) if (i // 2) % 2 == r) for r in (0, 1)]
+    # unshuffled, step j of both ranks together = batch j of one rank with twice the batch
+    one = [b[0][:, 0, 11].tolist() for b in build_pipeline(
+        cfg, "train", 4, shuffle=False).as_numpy_iterator()]
+    two = [[b[0][:, 0, 11].tolist() for b in build_pipeline(
+        cfg, "train", 2, rank=r, size=2, shuffle=False).as_numpy_iterator()] for r in (0, 1)]
+    assert [a + b for a, b in zip(*two)] == one
     # Default on the train split: drop_remainder, 10 events per rank -> 5 equal steps.
     steps = [len(list(build_pipeline(cfg, "train", 2, rank=r, size=2, seed=3)))
              for r in (0, 1)]
     assert steps == [5, 5] == [steps_per_epoch(cfg, "train", 2, size=2)] * 2
+    # Validation (7 events, remainder kept within a rank): 3 events and 2 steps on each rank.
+    val = [list(build_pipeline(cfg, "validation", 2, rank=r, size=2,
+                               shuffle=False).as_numpy_iterator()) for r in (0, 1)]
+    assert [len(v) for v in val] == [2, 2] == [steps_per_epoch(cfg, "validation", 2, size=2)] * 2
+    assert [sum(int(b[2][:, 0].sum()) for b in v) for v in val] == [3, 3]
 
 
 def test_same_seed_same_order_different_seed_different_order(prepared):
@@ -173,9 +189,23 @@ def test_unprepared_dataset_on_other_ranks_is_named(tmp_path):
         build_pipeline(cfg, "train", 2, rank=1, size=2)
 
 
+def test_rank_event_ranges_deal_blocks_in_turn():
+    assert rank_event_ranges(21, 2, 0, 4) == [(0, 4), (8, 12), (16, 18)]
+    assert rank_event_ranges(21, 2, 1, 4) == [(4, 8), (12, 16), (18, 20)]
+    assert rank_event_ranges(10, 1, 0, 3) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    for total, size, block in ((100, 4, 5), (37, 3, 4), (10_000, 2, 1)):
+        got = [rank_event_ranges(total, size, r, block) for r in range(size)]
+        events = [[e for a, b in rr for e in range(a, b)] for rr in got]
+        assert all(len(ev) == total // size for ev in events)
+        flat = [e for ev in events for e in ev]
+        assert len(set(flat)) == len(flat) and max(flat) < total
+        assert max(len(rr) for rr in got) <= MAX_SLICES_PER_RANK
+
+
 def test_steps_for():
     assert steps_for(21, 2, 2) == 5
-    assert steps_for(21, 2, 2, drop_remainder=False) == 6
+    assert steps_for(21, 2, 2, drop_remainder=False) == 5  # 10 events per rank, equal steps
+    assert steps_for(21, 4, 2, drop_remainder=False) == 3
     assert steps_for(100, 5) == 20
     assert steps_for(4, 5) == 0
     assert steps_for(4, 5, drop_remainder=False) == 1

@@ -7,12 +7,16 @@ import pytest
 from scipy.optimize import curve_fit
 
 from mlpf_tf.data import schema as S
-from mlpf_tf.data.detector import DetectorConfig
+from mlpf_tf.data.detector import detector_preset
 from mlpf_tf.data.generate import generate_events, generate_particles
 from mlpf_tf.data.pythia_gen import PythiaSource
 from mlpf_tf.data.stats import event_statistics
 
 pytestmark = pytest.mark.pythia
+
+
+def OPT(**changes):
+    return detector_preset("optimistic", **changes)
 
 
 def fitted_gaussian_width(x: np.ndarray) -> float:
@@ -77,7 +81,7 @@ def test_qcd_particles_with_pileup_are_visible_charged_consistently_and_flagged(
 
 
 def test_track_pt_resolution_on_pythia_ttbar():
-    cfg = DetectorConfig()
+    cfg = OPT()
     pulls, rel = [], []
     for X, ygen, _ in generate_events("ttbar", 8, seed=3, detector=cfg):
         m = (X[:, S.F_TYPE] == S.ELEM_TRACK) & (ygen[:, S.T_CLS] != S.CLS_NONE)
@@ -98,13 +102,13 @@ def test_track_pt_resolution_on_pythia_ttbar():
 
 @pytest.mark.slow
 def test_pythia_pileup_events_targets_and_statistics():
-    events = list(generate_events("ttbar", 5, seed=2, pileup=20))
+    events = list(generate_events("ttbar", 5, seed=2, pileup=20, detector=OPT()))
     st = event_statistics(events)
     print("ttbar PU20:", st["elements_per_event"], st["ygen_class_fractions"])
     assert st["elements_per_event"]["mean"] > 500
     assert st["tracks_per_event"]["mean"] > 100
     no_pu_targets = list(generate_events("ttbar", 5, seed=2, pileup=20,
-                                         detector=DetectorConfig(pileup_targets=False)))
+                                         detector=OPT(pileup_targets=False)))
     assert _identical([(e.X,) for e in events], [(e.X,) for e in no_pu_targets])
     n_with = sum(int((e.ygen[:, 0] > 0).sum()) for e in events)
     n_without = sum(int((e.ygen[:, 0] > 0).sum()) for e in no_pu_targets)

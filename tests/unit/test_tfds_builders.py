@@ -160,3 +160,36 @@ def test_concurrent_prepare_waits_for_the_lock_and_reuses_the_build(tmp_path):
     worker.join(60)
     assert not worker.is_alive() and results[0].is_prepared()
     assert datasets.num_examples(cfg, "train") == 4
+
+
+def test_detector_and_target_choices_build_the_matching_events(tmp_path):
+    from mlpf_tf.configbase import ConfigError
+    from mlpf_tf.data.delphes_reader import complete_ycand
+    from mlpf_tf.data.detector import PROJECT_TARGETS, detector_preset
+
+    kw = dict(config="gun", data_dir=str(tmp_path), n_train=2, n_validation=1, n_test=1,
+              generation_seed=5)
+    default = DataConfig(**kw)
+    optimistic = DataConfig(**kw, detector="optimistic", targets="project")
+    names = {datasets.get_builder(c).builder_config.name for c in (default, optimistic)}
+    assert names == {"gun-n2-1-1-s5", "gun-n2-1-1-s5-optimistic-project"}
+    got = _examples(optimistic, "train")
+    expected = list(generate_events("gun", 2, split_seed(5, "train"),
+                                    detector=detector_preset("optimistic", **PROJECT_TARGETS)))
+    assert sorted(_key(g) for g in got) == sorted(e.X.tobytes() for e in expected)
+    got_default = _examples(default, "train")
+    expected = list(generate_events("gun", 2, split_seed(5, "train")))
+    assert sorted(_key(g) for g in got_default) == sorted(e.X.tobytes() for e in expected)
+    # ycand as delphes_pf gives it: every candidate with both pT and E
+    by_key = {e.X.tobytes(): e for e in expected}
+    for g in got_default:
+        ycand = g["ycand"]
+        np.testing.assert_array_equal(ycand, complete_ycand(by_key[_key(g)].ycand))
+        real = ycand[:, schema.T_CLS] > 0
+        assert real.any() and (ycand[real, schema.T_PT] > 0).all()
+        assert (ycand[real, schema.T_E] > 0).all()
+    with pytest.raises(ConfigError, match=r"^--data\.detector='cms': must be one of "):
+        DataConfig(**kw, detector="cms").validate()
+    with pytest.raises(ConfigError, match=r"^--data\.detector='optimistic': applies to "
+                                          r"synthetic_pf only"):
+        DataConfig(dataset="delphes_pf", config="default", detector="optimistic").validate()
