@@ -13,6 +13,12 @@ RUNNING forever and the chief never exits. :class:`Chief` wraps the same oracle 
   that ``trial_end`` to ``trials.jsonl`` unless the worker had already written the trial's end
   -- and its values (hyperparameters and, for promotions, the parent trial, initial epoch,
   rung) are re-issued as a new trial to the next worker that asks;
+- failure limits that see only configurations: the oracle's own consecutive-failure check
+  is switched off while served; the chief counts the FAILED ends workers report and stops the
+  search once ``max_consecutive_failed_trials`` (the oracle's setting) are reached (``>=``).
+  Ends the chief makes for a lost worker (lease expired, returned unstarted) neither count nor
+  reset that run, for every oracle; a re-issued trial's epochs count against an oracle's
+  epoch budget (``epochs_allotted``) like any other trial's;
 - a search-id guard: every call carries the search id (gRPC metadata ``x-mlpf-search-id`` and
   the tuner id ``worker<N>@<search id>``); a worker of another search is refused with
   FAILED_PRECONDITION and a message naming both ids;
@@ -84,6 +90,16 @@ _TUNER_ID = re.compile(r"^worker(?P<worker>[^@]+)@(?P<search>.+)$")
 
 class ChiefError(RuntimeError):
     """The chief cannot start or serve (port in use, bad arguments)."""
+
+
+LOST_WORKER = re.compile(r"^(lease expired|returned unstarted|no progress for [^ ]+ s) "
+                         r"\(worker [^)]*\)$")
+
+
+def is_lost_worker_end(message: str | None) -> bool:
+    """Whether a FAILED trial's message is one the chief writes for a lost worker (not a
+    failing configuration): lease expired, returned unstarted, no progress."""
+    return bool(message) and bool(LOST_WORKER.match(str(message)))
 
 
 def worker_tuner_id(worker_id: str | int, search_id: str) -> str:
@@ -179,6 +195,14 @@ class Chief:
         self._node_hours_ended = 0.0
         self.recorder = (TrialRecorder(self.run_dir, self.search_id, worker_id="chief")
                          if self.run_dir else None)
+        # Failure limit: the chief counts consecutive *configuration* failures itself (the
+        # FAILED ends workers report), so that lost workers (lease expiry, give-back) never
+        # count, whatever the oracle. The oracle's own check (keras-tuner rescans every end and
+        # compares with ``==``) is switched off for as long as the chief serves it.
+        limit = getattr(oracle, "max_consecutive_failed_trials", None)
+        self.max_consecutive_failures = int(limit) if limit else None
+        oracle.max_consecutive_failed_trials = sys.maxsize
+        self._consecutive_failures = 0
         if hasattr(oracle, "verbose"):
             oracle.verbose = 0  # keras-tuner's per-trial tables; the chief prints progress
         if self.run_dir:
@@ -233,6 +257,7 @@ class Chief:
                 continue  # ended before the state was written; nothing runs
             self.oracle.ongoing_trials[tuner_id] = trial
             self.leases.grant(trial_id, tuner_id, dict(trial.hyperparameters.values))
+        self._consecutive_failures = self._count_consecutive_failures()
         for trial in self.oracle.trials.values():
             if trial.status == COMPLETED:
                 self.counts["completed"] += 1
@@ -468,7 +493,19 @@ class Chief:
         values = dict(item["values"])
         oracle = self.oracle
         cap = oracle.max_trials
-        oracle.populate_space = lambda trial_id: {"status": RUNNING, "values": dict(values)}
+
+        def rerun(trial_id):
+            if hasattr(oracle, "epochs_allotted"):
+                # A re-run trains its epochs again: they count against the epoch budget. The
+                # journaling oracle records this as the call's decision, so a reload agrees.
+                first = int(values.get("tuner/initial_epoch", 0) or 0)
+                last = int(values.get("tuner/epochs", first) or first)
+                oracle.epochs_allotted += max(0, last - first)
+                if hasattr(oracle, "_decision"):
+                    oracle._decision = {"rerun": item["origin"]}
+            return {"status": RUNNING, "values": dict(values)}
+
+        oracle.populate_space = rerun
         if cap:
             oracle.max_trials = cap + 1  # a re-run does not use up the trial budget
         try:
@@ -492,28 +529,43 @@ class Chief:
 
     def _end_in_oracle(self, trial_id: str, status: str, message: str | None,
                        count_failure: bool = True) -> None:
+        """End the trial in the oracle; ``count_failure=False`` for ends that say nothing
+        about the configuration (a lost worker): they neither count nor reset the failure run."""
         trial = self.oracle.trials[trial_id]
         trial.status = status
         trial.message = message
-        limit = self.oracle.max_consecutive_failed_trials
-        if not count_failure:  # a dead worker is not a failing configuration
-            self.oracle.max_consecutive_failed_trials = sys.maxsize
-        try:
-            with _unlocked_on_error(self.oracle):
-                self.oracle.end_trial(trial)
-        except RuntimeError as exc:  # keras-tuner: too many consecutive failed trials
-            self._abort(" ".join(str(exc).split()))
-            for tuner_id, ongoing in list(self.oracle.ongoing_trials.items()):
-                if ongoing.trial_id == trial_id:
-                    del self.oracle.ongoing_trials[tuner_id]
-            self._save_soon()
-        finally:
-            self.oracle.max_consecutive_failed_trials = limit
+        with _unlocked_on_error(self.oracle):
+            self.oracle.end_trial(trial)
         if trial.status == COMPLETED:
             self.counts["completed"] += 1
             self._consider_best(trial)
         else:
             self.counts["failed"] += 1
+        if not count_failure or trial.status == RUNNING:  # RUNNING: queued for a retry
+            return
+        if trial.status != FAILED:
+            self._consecutive_failures = 0
+            return
+        self._consecutive_failures += 1
+        limit = self.max_consecutive_failures
+        if limit and self._consecutive_failures >= limit:
+            self._abort(f"{self._consecutive_failures} consecutive trials failed (limit "
+                        f"--search.max_consecutive_failed_trials={limit}); the last: "
+                        + " ".join(str(message or "no message").split()))
+            self._save_soon()
+
+    def _count_consecutive_failures(self) -> int:
+        """The run of configuration failures at the end of the oracle's end order (resume):
+        trials the chief ended for a lost worker are skipped, as they were when they ended."""
+        count = 0
+        for trial_id in reversed(list(getattr(self.oracle, "end_order", ()))):
+            trial = self.oracle.trials.get(trial_id)
+            if trial is None or is_lost_worker_end(trial.message):
+                continue
+            if trial.status != FAILED:
+                break
+            count += 1
+        return count
 
     def _abort(self, reason: str) -> None:
         if self.aborted is None:
