@@ -49,6 +49,8 @@ class LaunchConfig(Section):
     output_dir: str = param("runs", "parent directory of run directories")
     run_name: str = param("", "run directory name (default: <experiment>-<tuner>-w<workers>-s<seed>)")
     system: str = param("local", "system profile name (launch/slurm/<system>.env on clusters)")
+    oversubscribe: bool = param(False, "allow a run on this machine to use more ranks x "
+                                "threads than it has cores")
 
     def check(self) -> None:
         if self.ranks_per_worker > self.ranks_per_node and (

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -272,8 +273,22 @@ def worker_command(argv: Sequence[str], worker_id: int, address: str, search_id:
            f"--chief_address={address}", f"--search_id={search_id}"]
     if ranks > 1:
         # Horovod over Gloo on this machine: K local ranks form the worker group.
-        cmd = ["horovodrun", "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *cmd]
+        cmd = [find_horovodrun(python), "-np", str(ranks), "-H", f"localhost:{ranks}",
+               "--gloo", *cmd]
     return cmd
+
+
+def find_horovodrun(python: str = sys.executable) -> str:
+    """``horovodrun`` of the running interpreter's environment (beside ``python``, e.g. an
+    unactivated ``.venv/bin``), else the one on PATH; RoleError if there is none."""
+    beside = os.path.join(os.path.dirname(os.path.abspath(python)), "horovodrun")
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("horovodrun")
+    if found:
+        return found
+    raise RoleError(f"--launch.ranks_per_worker > 1 needs horovodrun, found neither beside "
+                    f"{python} nor on PATH; install Horovod in this environment")
 
 
 def _is_flag(arg: str, names: Sequence[str]) -> bool:

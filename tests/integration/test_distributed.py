@@ -649,12 +649,29 @@ def test_role_flags_are_checked_before_anything_starts():
         assert str(err.value) == message
 
 
-def test_worker_commands_carry_the_users_flags_and_the_role():
-    from benchmark.launcher import worker_command
+def test_worker_commands_carry_the_users_flags_and_the_role(tmp_path, monkeypatch):
+    from benchmark.launcher import RoleError, worker_command
 
     argv = ["--tuner=asha", "--workers=2", "--resume", "--role=standalone", "--max_trials=8"]
     assert worker_command(argv, 1, "127.0.0.1:5000", "sid", ranks=1, python="py") == [
         "py", "-m", "benchmark.run", "--tuner=asha", "--workers=2", "--max_trials=8",
         "--role=worker", "--worker_id=1", "--chief_address=127.0.0.1:5000", "--search_id=sid"]
-    assert worker_command(argv, 0, "127.0.0.1:5000", "sid", ranks=2, python="py")[:6] == [
-        "horovodrun", "-np", "2", "-H", "localhost:2", "--gloo"]
+    # horovodrun beside the interpreter (an unactivated venv) wins over the one on PATH
+    env_bin, path_bin = tmp_path / "venv" / "bin", tmp_path / "elsewhere"
+    for directory in (env_bin, path_bin):
+        directory.mkdir(parents=True)
+        (directory / "horovodrun").write_text("#!/bin/sh\n")
+        (directory / "horovodrun").chmod(0o755)
+    monkeypatch.setenv("PATH", str(path_bin))
+    python = str(env_bin / "python")
+    assert worker_command(argv, 0, "127.0.0.1:5000", "sid", ranks=2, python=python)[:6] == [
+        str(env_bin / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo"]
+    (env_bin / "horovodrun").unlink()
+    assert worker_command(argv, 0, "a:1", "sid", ranks=2, python=python)[0] == str(
+        path_bin / "horovodrun")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RoleError) as err:
+        worker_command(argv, 0, "a:1", "sid", ranks=2, python=python)
+    assert str(err.value) == (
+        f"--launch.ranks_per_worker > 1 needs horovodrun, found neither beside {python} nor "
+        "on PATH; install Horovod in this environment")
