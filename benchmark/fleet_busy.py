@@ -124,7 +124,7 @@ def make_oracle(tuner: str, budget: int):
 
 def _worker_process(address: str, worker_ids: list[int], seed: int, low: float, high: float,
                     heartbeat: float, idle_wait: float, deadline_in: float, queue,
-                    prefetch: bool = True) -> None:
+                    prefetch: bool = True, secret: str | None = None) -> None:
     """One process running ``worker_ids`` as threads; puts their WorkerLogs on ``queue``."""
     from tuners.worker import ChiefClient, run_sleep_worker
 
@@ -135,7 +135,8 @@ def _worker_process(address: str, worker_ids: list[int], seed: int, low: float, 
         rng = random.Random(seed * 100_003 + worker_id)
         client = ChiefClient(address, worker_id, SEARCH_ID, heartbeat_interval=heartbeat,
                              retry_for=10.0, backoff_initial=0.1, backoff_max=1.0,
-                             rpc_timeout=30.0, log=lambda line: None, prefetch=prefetch)
+                             rpc_timeout=30.0, log=lambda line: None, prefetch=prefetch,
+                             secret=secret)
         try:
             logs.append(run_sleep_worker(client, trial_seconds=lambda values: rng.uniform(
                 low, high), idle_wait=idle_wait, deadline=deadline, seed=worker_id))
@@ -173,7 +174,8 @@ def run_configuration(tuner: str, workers: int) -> Result:
         procs = [ctx.Process(target=_worker_process, daemon=True,
                              args=(f"127.0.0.1:{port}", group, FLAGS.seed, low, high,
                                    FLAGS.heartbeat_interval, FLAGS.idle_wait, FLAGS.timeout,
-                                   queue, FLAGS.prefetch)) for group in groups if group]
+                                   queue, FLAGS.prefetch, chief.secret))
+                 for group in groups if group]
         for proc in procs:
             proc.start()
         logs = []

@@ -69,6 +69,12 @@ def define_role_flags(flag_values: flags.FlagValues | None = None) -> None:
                        "without any worker call (0: never)", lower_bound=0.0, flag_values=fv)
     flags.DEFINE_float("progress_interval", 10.0, "seconds between the chief's progress lines",
                        lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_string("chief_tls_cert", "", "--role=chief: serve over TLS with this PEM "
+                        "certificate (with --chief_tls_key)", flag_values=fv)
+    flags.DEFINE_string("chief_tls_key", "", "--role=chief: the PEM key of --chief_tls_cert",
+                        flag_values=fv)
+    flags.DEFINE_string("chief_tls_ca", "", "--role=worker: PEM certificate to check a TLS "
+                        "chief against", flag_values=fv)
 
 
 class RoleError(ValueError):
@@ -164,7 +170,8 @@ def finish_chief(cfg, run_dir: str, outcome: str, chief) -> int:
 def run_chief(cfg, fv) -> int:
     run_dir, search_id = prepare_chief_run_dir(cfg, fv)
     chief = build_chief(cfg, run_dir, search_id, resume=fv.resume, fv=fv)
-    chief.start(fv.chief_address)
+    chief.start(fv.chief_address, tls_cert=fv.chief_tls_cert or None,
+                tls_key=fv.chief_tls_key or None)
     print(f"chief of search {search_id} listening on {fv.chief_address} (run directory "
           f"{run_dir})", flush=True)
     from benchmark import run
@@ -209,7 +216,13 @@ def run_worker(cfg, fv) -> int:
     from mlpf_tf import distributed
     from mlpf_tf.train import configure_threads
     from tuners.horovod_tuner import SearchAborted
-    from tuners.worker import ChiefClient, ChiefUnreachable, GuardedRecorder, WrongSearch
+    from tuners.worker import (
+        SECRET_FILE,
+        ChiefClient,
+        ChiefUnreachable,
+        GuardedRecorder,
+        WrongSearch,
+    )
 
     ctx = distributed.init()
     run_dir = os.path.abspath(os.path.join(cfg.launch.output_dir, cfg.launch.run_name))
@@ -221,14 +234,16 @@ def run_worker(cfg, fv) -> int:
     elif ctx.is_root:
         client = ChiefClient(fv.chief_address, fv.worker_id, fv.search_id,
                              heartbeat_interval=fv.heartbeat_interval,
-                             retry_for=fv.chief_retry_for)
+                             retry_for=fv.chief_retry_for,
+                             secret_file=os.path.join(run_dir, SECRET_FILE),
+                             tls_ca=fv.chief_tls_ca or None)
         try:
             client.hello()
             saved, _ = load_params(run_dir)
             if saved.search != cfg.search:
                 print(f"worker {fv.worker_id}: using the search configuration of "
                       f"{run_dir}/params.yaml", flush=True)
-        except (ChiefUnreachable, WrongSearch) as exc:
+        except (ChiefUnreachable, WrongSearch, PermissionError) as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a missing or bad params.yaml
             error = f"{type(exc).__name__}: {exc}"

@@ -19,9 +19,19 @@ RUNNING forever and the chief never exits. :class:`Chief` wraps the same oracle 
   Ends the chief makes for a lost worker (lease expired, returned unstarted) neither count nor
   reset that run, for every oracle; a re-issued trial's epochs count against an oracle's
   epoch budget (``epochs_allotted``) like any other trial's;
-- a search-id guard: every call carries the search id (gRPC metadata ``x-mlpf-search-id`` and
-  the tuner id ``worker<N>@<search id>``); a worker of another search is refused with
-  FAILED_PRECONDITION and a message naming both ids;
+- authentication: a per-search secret (256 random bits from :mod:`secrets`) that the chief
+  creates in ``<run_dir>/chief.secret`` (mode 0600: only its user can read it; a resumed chief
+  keeps it) and every call must carry (gRPC metadata ``x-mlpf-secret``), compared in constant
+  time (``hmac.compare_digest``). A caller without it is refused (UNAUTHENTICATED) with a
+  message that names neither the search nor the secret. The search id (often the public SLURM
+  job id) is only a guard against a stale worker of another search (FAILED_PRECONDITION).
+  Each worker process also sends a random session id (``x-mlpf-session``): leases are held by
+  ``worker<N>@<search>#<session>``, so a second process started with the same worker id never
+  gets, ends, gives back or reports on the first one's trials. Trial ids are checked against
+  :data:`TRIAL_ID` before any use (they name directories). Optional TLS: ``start(tls_cert=,
+  tls_key=)`` (``--chief_tls_cert`` / ``--chief_tls_key``; workers ``--chief_tls_ca``);
+  without it the secret crosses the network in plain text, which keeps out callers who
+  cannot read the run directory but not someone who can read the cluster's traffic;
 - an end: once the oracle says STOPPED and no trial is running or waiting to be re-issued,
   the chief tells the remaining workers STOPPED and returns -- also when workers died. While
   other trials still run, one worker is kept on standby (IDLE) to take re-issued trials;
@@ -50,10 +60,13 @@ fleets of hundreds of workers with short trials. Oracles that journal their own 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import math
 import os
 import re
+import secrets
+import stat
 import sys
 import threading
 import time
@@ -72,6 +85,11 @@ SERVICE = "mlpf.hpo.Chief"
 METHODS = ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd", "EndTrial", "EndAndCreate",
            "GiveBack", "Heartbeat", "Status")
 SEARCH_ID_KEY = "x-mlpf-search-id"
+SECRET_KEY = "x-mlpf-secret"  # the search's secret, on every call
+SESSION_KEY = "x-mlpf-session"  # a random id per worker process (who holds which lease)
+SECRET_FILE = "chief.secret"  # in the run directory, mode 0600: only the user can read it
+SECRET_BYTES = 32  # 256 random bits
+REFUSED = "not authorised: missing or wrong search secret"
 PROJECT_NAME = "keras_tuner"  # the keras-tuner project directory inside the run directory
 CHIEF_STATE_FILE = "chief.json"
 PROGRESS_FILE = "progress.json"
@@ -85,7 +103,10 @@ FAILED = trial_module.TrialStatus.FAILED
 INVALID = trial_module.TrialStatus.INVALID
 END_STATUSES = (COMPLETED, FAILED, INVALID)
 
-_TUNER_ID = re.compile(r"^worker(?P<worker>[^@]+)@(?P<search>.+)$")
+_TUNER_ID = re.compile(r"^worker(?P<worker>[^@#]+)@(?P<search>[^#]+)(?:#(?P<session>[0-9a-f]+))?$")
+#: what a trial id may look like (keras-tuner's zero-padded numbers; used in paths)
+TRIAL_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+_SESSION = re.compile(r"^[0-9a-f]{16,64}$")
 
 
 class ChiefError(RuntimeError):
@@ -108,11 +129,55 @@ def worker_tuner_id(worker_id: str | int, search_id: str) -> str:
 
 
 def parse_tuner_id(tuner_id: str) -> tuple[str, str]:
-    """(worker id, search id) of a tuner id; ValueError naming it if it is not one."""
+    """(worker id, search id) of a tuner id (``worker<N>@<search>``, optionally followed by
+    ``#<session>``); ValueError naming it if it is not one."""
     match = _TUNER_ID.match(str(tuner_id))
     if not match:
-        raise ValueError(f"tuner id {tuner_id!r} is not of the form worker<N>@<search id>")
+        raise ValueError(f"tuner id {tuner_id!r:.80} is not of the form worker<N>@<search id>")
     return match.group("worker"), match.group("search")
+
+
+def check_trial_id(trial_id: Any) -> str:
+    """``trial_id`` as a string if it matches :data:`TRIAL_ID` (it names directories), else
+    ValueError; checked before any use."""
+    text = str(trial_id)
+    if not TRIAL_ID.match(text):
+        raise ValueError(f"trial id {text!r:.80} is not a trial id (letters, digits, '_', '-')")
+    return text
+
+
+def holder_id(tuner_id: str, session: str | None) -> str:
+    """Who holds a lease: the tuner id, plus the caller's session when it sent one, so two
+    processes started with one worker id never hold (or end) each other's trials."""
+    return f"{tuner_id}#{session}" if session else tuner_id
+
+
+def load_or_create_secret(run_dir: str) -> str:
+    """The search's secret in ``<run_dir>/chief.secret``: read it, or create it (256 random
+    bits from :mod:`secrets`, a file only this user may read or write, mode 0600)."""
+    path = os.path.join(run_dir, SECRET_FILE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return read_secret(path)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(SECRET_BYTES) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return read_secret(path)
+
+
+def read_secret(path: str) -> str:
+    """The secret in ``path``; ChiefError if it is readable by others or malformed."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        raise ChiefError(f"{path}: mode {mode:o} lets other users read the search secret; "
+                         "it must be 600 (chmod 600)")
+    with open(path) as fh:
+        text = fh.read().strip()
+    if len(text) < 32 or any(c not in "0123456789abcdef" for c in text):
+        raise ChiefError(f"{path}: not a search secret (expected at least 32 hex digits)")
+    return text
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -151,7 +216,8 @@ class Chief:
                  node_hour_budget: float = 0.0, default_epochs: int = 1,
                  save_interval: float = 0.0, threads: int = 16,
                  progress_interval: float = 10.0, worker_wait: float = 600.0,
-                 out=None, clock=time.monotonic):
+                 out=None, clock=time.monotonic, secret: str | None = None,
+                 stall_timeout: float = 0.0):
         if not search_id or "@" in search_id:
             raise ChiefError(f"search id {search_id!r}: must be non-empty and contain no '@'")
         if threads < 1:
@@ -159,8 +225,16 @@ class Chief:
         self.oracle = oracle
         self.search_id = str(search_id)
         self.run_dir = os.path.abspath(run_dir) if run_dir else None
+        if secret is None and self.run_dir:
+            os.makedirs(self.run_dir, exist_ok=True)
+            secret = load_or_create_secret(self.run_dir)
+        self.secret = secret if secret is not None else secrets.token_hex(SECRET_BYTES)
+        self._secret_bytes = self.secret.encode()
         self.clock = clock
         self.leases = LeaseTable(lease_timeout, clock=clock)
+        if not (stall_timeout >= 0 and math.isfinite(stall_timeout)):
+            raise ChiefError(f"stall_timeout={stall_timeout!r}: must be >= 0 seconds (0: off)")
+        self.stall_timeout = float(stall_timeout)
         self.nodes_per_worker = float(nodes_per_worker)
         self.ranks_per_worker = int(ranks_per_worker)
         self.node_hour_budget = float(node_hour_budget or 0.0)
@@ -356,12 +430,19 @@ class Chief:
                     "lease_timeout": self.leases.timeout,
                     "leases": [lease.trial_id for lease in self.leases.held_by(worker)]}
 
-    def heartbeat(self, worker: str, trial_id: str | None = None) -> dict[str, Any]:
-        """Renew ``worker``'s leases; ``lost`` is True if it runs a trial it no longer holds."""
+    def heartbeat(self, worker: str, trial_id: str | None = None,
+                  progress: int | None = None) -> dict[str, Any]:
+        """Renew ``worker``'s leases; ``lost`` is True if it runs a trial it no longer holds.
+
+        ``progress``: the worker's progress counter (batches or epochs done); a trial whose
+        counter does not move for ``stall_timeout`` seconds is failed and re-issued.
+        """
         with self._lock:
             self._seen(worker)
             held = self.leases.renew(worker)
             lost = trial_id is not None and str(trial_id) not in held
+            if progress is not None and not lost and trial_id is not None:
+                self.leases.advance(str(trial_id), int(progress))
             return {"leases": held, "lost": lost}
 
     def create_trial(self, worker: str) -> dict[str, Any]:
@@ -410,6 +491,7 @@ class Chief:
             with _unlocked_on_error(self.oracle):
                 trial = self.oracle.update_trial(str(trial_id), metrics, step=step)
             lease.metrics, lease.step = metrics, int(step)
+            lease.progressed = self.clock()  # an epoch reported is progress
             return {"status": trial.status}
 
     def claim_end(self, worker: str, trial_id: str) -> dict[str, Any]:
@@ -589,8 +671,18 @@ class Chief:
 
     def _expire_locked(self) -> list[str]:
         expired = self.leases.pop_expired()
+        stalled = self.leases.pop_stalled(self.stall_timeout) if self.stall_timeout else []
+        for lease in stalled:  # alive (heartbeats) but stuck: fail it, give its values on
+            self._node_hours_ended += self._lease_node_hours(lease)
+            error = f"no progress for {self.stall_timeout:g} s (worker {_worker_number(lease.worker)})"
+            self._requeue(lease, error)
+            self.counts["expired"] += 1
+            self._say(f"trial {lease.trial_id}: {error}; its values go to the next worker")
         if not expired:
-            return []
+            if stalled:
+                self._write_state()
+                self._save_soon()
+            return [lease.trial_id for lease in stalled]
         recorded = {r["trial_id"]: r for r in self._records() if r["event"] == "trial_end"}
         for lease in expired:
             self._node_hours_ended += self._lease_node_hours(lease)
@@ -608,7 +700,7 @@ class Chief:
                       "without a heartbeat; its values go to the next worker")
         self._write_state()
         self._save_soon()
-        return [lease.trial_id for lease in expired]
+        return [lease.trial_id for lease in stalled + expired]
 
     def _requeue(self, lease: Lease, error: str) -> None:
         """End a trial whose worker will not finish it FAILED (``error``) and queue its values
@@ -711,15 +803,32 @@ class Chief:
 
     # --- serving ------------------------------------------------------------------------------
 
-    def start(self, address: str = "127.0.0.1:0") -> int:
-        """Start the gRPC server on ``HOST:PORT`` (port 0: a free one); the bound port."""
+    def start(self, address: str = "127.0.0.1:0", tls_cert: str | None = None,
+              tls_key: str | None = None) -> int:
+        """Start the gRPC server on ``HOST:PORT`` (port 0: a free one); the bound port.
+
+        ``tls_cert`` and ``tls_key`` (PEM files): serve over TLS, so the secret and the
+        results are not readable on the network (workers then need the certificate, see
+        :class:`tuners.worker.ChiefClient`); without them the port is plain TCP and the secret
+        only keeps out callers who cannot read the run directory.
+        """
         host, port = split_address(address)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.threads,
                                                         thread_name_prefix="chief-rpc"),
                              options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers((_generic_handler(self),))
         try:
-            bound = server.add_insecure_port(f"{host}:{port}")
+            if tls_cert or tls_key:
+                if not (tls_cert and tls_key):
+                    raise ChiefError("TLS needs both a certificate and its key")
+                with open(tls_key, "rb") as fh:
+                    key = fh.read()
+                with open(tls_cert, "rb") as fh:
+                    cert = fh.read()
+                credentials = grpc.ssl_server_credentials(((key, cert),))
+                bound = server.add_secure_port(f"{host}:{port}", credentials)
+            else:
+                bound = server.add_insecure_port(f"{host}:{port}")
         except RuntimeError:
             bound = 0
         if not bound:
@@ -825,13 +934,33 @@ def _generic_handler(chief: Chief):
 
         def call(request: bytes, context: grpc.ServicerContext) -> bytes:
             metadata = dict(context.invocation_metadata())
+            # The secret first, in constant time; a refusal names neither the search nor the
+            # secret (the search id alone is public, e.g. a SLURM job id).
+            given = metadata.get(SECRET_KEY, "")
+            if not hmac.compare_digest(given.encode() if isinstance(given, str) else b"",
+                                       chief._secret_bytes):
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSED)
             search = metadata.get(SEARCH_ID_KEY)
             if search != chief.search_id:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"wrong search: this chief serves search {chief.search_id!r}, "
-                              f"the caller belongs to search {search!r}")
+                              f"wrong search: the caller belongs to search {search!r:.80}, "
+                              "this chief serves another one")
+            session = metadata.get(SESSION_KEY) or None
+            if session is not None and not _SESSION.match(session):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"{name}: session id is not 16 to 64 hex digits")
             try:
                 args = json.loads(request.decode() or "{}")
+                if not isinstance(args, dict):
+                    raise TypeError("the request is not a JSON object")
+                if "trial_id" in args and args["trial_id"] is not None:
+                    args["trial_id"] = check_trial_id(args["trial_id"])
+                if "worker" in args:
+                    parse_tuner_id(args["worker"])
+                    if "#" in str(args["worker"]):
+                        raise ValueError("a worker id may not carry a session; send it as "
+                                         "metadata")
+                    args["worker"] = holder_id(args["worker"], session)
                 result = method(**args)
             except PermissionError as exc:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"wrong search: {exc}")

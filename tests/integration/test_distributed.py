@@ -101,7 +101,9 @@ def test_lease_table_renews_expires_and_guards_holders():
         table.claim_end("1", "b")
     assert table.claim_end("0", "a").state == ENDING
     clock.now += 11
-    assert [lease.trial_id for lease in table.pop_expired()] == ["0"]  # ENDING expires too
+    assert table.pop_expired() == []  # ENDING: its end is being written; no duplicate
+    clock.now += 40
+    assert [lease.trial_id for lease in table.pop_expired()] == ["0"]  # 5 x 10 s: gone
     with pytest.raises(ValueError, match="lease timeout must be a finite number"):
         LeaseTable(0)
 
@@ -186,7 +188,9 @@ def test_a_worker_that_recorded_its_end_before_vanishing_keeps_its_result(tmp_pa
     assert chief.claim_end(W0, "0") == {"granted": True}
     TrialRecorder(str(tmp_path), SID, worker_id="0").append(
         "trial_end", "0", status="COMPLETED", metrics={"val_loss": 0.25})
-    clock.now += 6  # gone before end_trial
+    clock.now += 6  # gone before end_trial: an ENDING lease waits 5 lease timeouts
+    assert chief.expire() == []
+    clock.now += 20
     assert chief.expire() == ["0"]
     assert [r["status"] for r in ends_of(tmp_path)] == ["COMPLETED"]
     assert oracle.trials["0"].status == "COMPLETED"
@@ -273,12 +277,12 @@ def served(tmp_path):
 @pytest.mark.timeout(60)
 def test_worker_of_another_search_is_refused(served):
     chief, address = served
-    with ChiefClient(address, 3, "other-search", retry_for=2.0) as client:
+    with ChiefClient(address, 3, "other-search", retry_for=2.0, secret=chief.secret) as client:
         with pytest.raises(WrongSearch) as err:
             client.create_trial()
     assert str(err.value) == (
-        f"chief at {address} refused worker worker3@other-search: wrong search: this chief "
-        "serves search 's1', the caller belongs to search 'other-search'")
+        f"chief at {address} refused worker worker3@other-search: wrong search: the caller "
+        "belongs to search 'other-search', this chief serves another one")
     assert chief.oracle.trials == {}
 
 
@@ -317,7 +321,8 @@ def test_threads_search_with_heartbeats_records_every_trial_once(served, tmp_pat
     logs = []
 
     def worker(n):
-        with ChiefClient(address, n, SID, heartbeat_interval=0.1) as client:
+        with ChiefClient(address, n, SID, heartbeat_interval=0.1,
+                         secret=chief.secret) as client:
             logs.append(run_sleep_worker(client, trial_seconds=lambda v: 0.3, idle_wait=0.05,
                                          recorder=TrialRecorder(str(tmp_path), SID, str(n)),
                                          epoch_updates=True))
@@ -337,7 +342,7 @@ def test_threads_search_with_heartbeats_records_every_trial_once(served, tmp_pat
 def test_one_round_trip_per_trial_and_an_unused_prefetched_trial_is_given_back(served):
     chief, address = served  # random search, 4 trials
     calls: list[str] = []
-    client = ChiefClient(address, 0, SID, heartbeat_interval=0)
+    client = ChiefClient(address, 0, SID, heartbeat_interval=0, secret=chief.secret)
     plain_call = client._call
     client._call = lambda method, **kw: calls.append(method) or plain_call(method, **kw)
     first = client.create_trial()
@@ -356,7 +361,7 @@ def test_one_round_trip_per_trial_and_an_unused_prefetched_trial_is_given_back(s
     assert calls[-2:] == ["EndAndCreate", "GiveBack"]
     assert chief.oracle.trials[unused["trial_id"]].status == "FAILED"
     assert chief.oracle.trials[unused["trial_id"]].message == "returned unstarted (worker 0)"
-    with ChiefClient(address, 1, SID, heartbeat_interval=0) as other:
+    with ChiefClient(address, 1, SID, heartbeat_interval=0, secret=chief.secret) as other:
         rerun = other.create_trial()
         assert rerun.hyperparameters.values == unused["values"]
         assert rerun.trial_id not in ("0", "1", unused["trial_id"])
@@ -446,9 +451,9 @@ def test_sigkill_of_a_worker_mid_trial(tmp_path):
     server.start()
     victim = start_worker(1, address, tmp_path, 30.0)  # its trial would take 30 s
     try:
-        wait_for(lambda: any(lease.worker == W1 for lease in chief.leases.leases()), 60,
+        wait_for(lambda: any(lease.worker.startswith(W1 + "#") for lease in chief.leases.leases()), 60,
                  "worker 1 to hold a trial")
-        killed = next(lease for lease in chief.leases.leases() if lease.worker == W1)
+        killed = next(lease for lease in chief.leases.leases() if lease.worker.startswith(W1))
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         survivor = start_worker(0, address, tmp_path, 0.3)
@@ -497,7 +502,12 @@ def test_sigkill_and_restart_of_the_chief(tmp_path):
                                   stderr=subprocess.STDOUT, env=env)
         assert chief2.wait(180) == 0, (tmp_path / "chief2.log").read_text()[-3000:]
         for proc in workers:
-            out, err = proc.communicate(timeout=60)
+            try:
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+                raise AssertionError(err[-3000:]) from None
             assert proc.returncode == 0, err
     finally:
         for proc in [chief, chief2, *workers]:
