@@ -38,6 +38,7 @@ from absl import flags
 
 ROLES = ("standalone", "chief", "worker")
 EXIT_FINISHED, EXIT_ABORTED, EXIT_USAGE, EXIT_ABANDONED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_LOST = 4  # a worker group whose trial the chief failed while it ran (stall, lost lease)
 LOGS_DIR = "logs"
 ROLE_FLAGS = ("role", "worker_id", "chief_address", "search_id")
 
@@ -62,6 +63,10 @@ def define_role_flags(flag_values: flags.FlagValues | None = None) -> None:
                        flag_values=fv)
     flags.DEFINE_float("heartbeat_interval", 2.0, "seconds between a worker's heartbeats",
                        lower_bound=0.05, flag_values=fv)
+    flags.DEFINE_float("stall_timeout", 0.0, "seconds a trial may go without progress "
+                       "(training batches, from the heartbeats) before the chief fails and "
+                       "re-issues it and its worker group exits (0: no check)",
+                       lower_bound=0.0, flag_values=fv)
     flags.DEFINE_float("chief_retry_for", 300.0, "seconds a worker keeps retrying an "
                        "unreachable chief (exponential backoff)", lower_bound=0.0,
                        flag_values=fv)
@@ -130,7 +135,7 @@ def build_chief(cfg, run_dir: str, search_id: str, *, resume: bool, fv, out=None
                  ranks_per_worker=cfg.launch.ranks_per_worker,
                  node_hour_budget=cfg.search.node_hour_budget,
                  default_epochs=cfg.search.max_epochs, progress_interval=fv.progress_interval,
-                 worker_wait=fv.worker_wait, out=out)
+                 worker_wait=fv.worker_wait, out=out, stall_timeout=fv.stall_timeout)
 
 
 def prepare_chief_run_dir(cfg, fv) -> tuple[str, str]:
@@ -236,7 +241,7 @@ def run_worker(cfg, fv) -> int:
                              heartbeat_interval=fv.heartbeat_interval,
                              retry_for=fv.chief_retry_for,
                              secret_file=os.path.join(run_dir, SECRET_FILE),
-                             tls_ca=fv.chief_tls_ca or None)
+                             tls_ca=fv.chief_tls_ca or None, on_lost=_exit_group)
         try:
             client.hello()
             saved, _ = load_params(run_dir)
@@ -263,6 +268,7 @@ def run_worker(cfg, fv) -> int:
         tuner.tuner_id = client.tuner_id if client is not None else f"worker{fv.worker_id}"
         if client is not None:
             tuner.oracle = client  # rank 0 asks the chief instead of its local oracle
+            tuner.runner.progress = client.advance  # batches trained, for the stall check
             if tuner.runner.recorder is not None:
                 tuner.runner.recorder = GuardedRecorder(tuner.runner.recorder, client)
         tuner.search()
@@ -275,6 +281,16 @@ def run_worker(cfg, fv) -> int:
     if ctx.is_root:
         print(f"worker {fv.worker_id}: done, {len(tuner.trials_run)} trial(s) run", flush=True)
     return EXIT_FINISHED
+
+
+def _exit_group(trial_id: str) -> None:
+    """Rank 0's heartbeat heard that the chief failed the running trial (no progress, or its
+    lease lost): the group may be stuck in a collective, so rank 0 exits at once and
+    horovodrun (or ``srun --kill-on-bad-exit``) ends the other ranks; the launcher or the
+    job restarts the group, and the trial's values are already re-issued."""
+    print(f"benchmark.run: worker group: trial {trial_id} was failed by the chief (no "
+          "progress or lease lost); exiting the group", file=sys.stderr, flush=True)
+    os._exit(EXIT_LOST)
 
 
 # --- standalone: a chief and W worker groups on this machine ---------------------------------

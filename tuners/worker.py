@@ -168,6 +168,8 @@ class ChiefClient:
         self.session = secrets.token_hex(16)  # this process's claim on its leases
         self.progress = 0  # batches/epochs done, sent with every heartbeat (stall check)
         self.on_lost = on_lost  # called (heartbeat thread) when the running trial is lost
+        self.lost_grace = 2.0 * float(heartbeat_interval)  # ... and no progress after that
+        self._lost_seen: tuple[str, int, float] | None = None
         self.address = address
         self.worker_id = str(worker_id)
         self.search_id = str(search_id)
@@ -384,12 +386,23 @@ class ChiefClient:
                 continue  # the main thread's calls retry and report
             self.heartbeats_sent += 1
             if reply.get("lost") and current is not None:
-                with self._lock:
-                    still_current = self._current == current
-                if current not in self._lost and still_current:
-                    self._mark_lost(current, "the chief no longer holds its lease")
-                    if self.on_lost is not None:
-                        self.on_lost(current)
+                self._mark_lost(current, "the chief no longer holds its lease")
+                self._check_hung(current)
+
+    def _check_hung(self, trial_id: str) -> None:
+        """The chief failed ``trial_id`` while we still run it. A main thread that goes on
+        training notices at its next report and moves on; one that makes no progress for
+        ``lost_grace`` seconds after that is hung (or blocked in a collective): call
+        ``on_lost``, which ends the process (and with it the group)."""
+        if self.on_lost is None:
+            return
+        now = time.monotonic()
+        seen = self._lost_seen
+        if seen is None or seen[0] != trial_id or seen[1] != self.progress:
+            self._lost_seen = (trial_id, self.progress, now)
+            return
+        if now - seen[2] >= self.lost_grace:
+            self.on_lost(trial_id)
 
     def give_back(self) -> str | None:
         """Return a prefetched trial this worker will not run; its id, or None."""
