@@ -78,6 +78,7 @@ from keras_tuner.src.engine import oracle as kt_oracle
 from keras_tuner.src.engine import trial as trial_module
 
 from mlpf_tf.configbase import atomic_write_text
+from tuners.faults import fault_point
 from tuners.leases import Lease, LeaseError, LeaseTable
 from tuners.records import TRIALS_FILE, TrialRecorder, node_hours, read_records
 
@@ -94,6 +95,7 @@ PROJECT_NAME = "keras_tuner"  # the keras-tuner project directory inside the run
 CHIEF_STATE_FILE = "chief.json"
 PROGRESS_FILE = "progress.json"
 RESERVED_PREFIX = "tuner/"
+RERUN_KEY = "tuner/rerun_of"  # in a re-issued trial's values: the trial whose values it re-runs
 
 RUNNING = trial_module.TrialStatus.RUNNING
 IDLE = trial_module.TrialStatus.IDLE
@@ -307,11 +309,7 @@ class Chief:
         if os.path.exists(state_file):
             with open(state_file) as fh:
                 state = json.load(fh)
-            self._reissues = list(state.get("reissues", []))
             self.counts["expired"] = int(state.get("expired", 0))
-            self._reruns = int(state.get("reruns", 0))
-            if self.oracle.max_trials:
-                self.oracle.max_trials += self._reruns
         project = os.path.dirname(self._oracle_file())
         if not os.path.isdir(project) or not os.listdir(project):
             return
@@ -323,15 +321,26 @@ class Chief:
         # journaling oracles (tuners.asha) say which worker ran them; else oracle.json does
         ongoing = dict(getattr(self.oracle, "interrupted_trials", None) or ongoing)
         retry = self.oracle._retry_queue
+        ended = {r["trial_id"]: r for r in self._records() if r["event"] == "trial_end"}
         for tuner_id, trial_id in ongoing.items():
             if trial_id in retry:
                 retry.remove(trial_id)
             trial = self.oracle.trials.get(trial_id)
             if trial is None or trial.status != RUNNING:
                 continue  # ended before the state was written; nothing runs
+            record = ended.get(trial_id)
+            if record is not None:  # its end was written, the oracle never heard: the record
+                self.oracle.ongoing_trials[tuner_id] = trial  # is the truth (one end only)
+                self._end_in_oracle(trial_id, record["status"], record.get("error"),
+                                    count_failure=not is_lost_worker_end(record.get("error")))
+                continue
             self.oracle.ongoing_trials[tuner_id] = trial
             self.leases.grant(trial_id, tuner_id, dict(trial.hyperparameters.values))
+        self._reconcile_reissues()
+        if self.oracle.max_trials:
+            self.oracle.max_trials += self._reruns
         self._consecutive_failures = self._count_consecutive_failures()
+        self.counts["completed"] = self.counts["failed"] = 0
         for trial in self.oracle.trials.values():
             if trial.status == COMPLETED:
                 self.counts["completed"] += 1
@@ -345,11 +354,27 @@ class Chief:
                   f"(leased to their workers for {self.leases.timeout:g} s), "
                   f"{len(self._reissues)} to re-issue")
 
+    def _reconcile_reissues(self) -> None:
+        """Re-issues and re-runs follow from the oracle's trials (not from ``chief.json``, which
+        a crash may leave behind them): every trial ended FAILED for a lost worker whose values
+        no later trial re-runs (``tuner/rerun_of``) is still to be re-issued."""
+        rerun_of = {str(t.hyperparameters.values.get(RERUN_KEY))
+                    for t in self.oracle.trials.values()
+                    if t.hyperparameters.values.get(RERUN_KEY) is not None}
+        self._reruns = len(rerun_of)
+        self._reissues = [
+            {"origin": t.trial_id, "values": _without_rerun(t.hyperparameters.values)}
+            for t in sorted(self.oracle.trials.values(), key=lambda t: t.trial_id)
+            if t.status == FAILED and is_lost_worker_end(t.message)
+            and t.trial_id not in rerun_of]
+
     def _write_state(self) -> None:
         if self.run_dir:
+            fault_point("chief.state")
             atomic_write_text(os.path.join(self.run_dir, CHIEF_STATE_FILE), json.dumps(
                 {"search_id": self.search_id, "reissues": self._reissues,
                  "expired": self.counts["expired"], "reruns": self._reruns}, indent=1) + "\n")
+            fault_point("chief.state+")
 
     def _mark_dirty(self) -> None:
         self._dirty = True
@@ -585,7 +610,7 @@ class Chief:
                 oracle.epochs_allotted += max(0, last - first)
                 if hasattr(oracle, "_decision"):
                     oracle._decision = {"rerun": item["origin"]}
-            return {"status": RUNNING, "values": dict(values)}
+            return {"status": RUNNING, "values": {**values, RERUN_KEY: item["origin"]}}
 
         oracle.populate_space = rerun
         if cap:
@@ -607,7 +632,7 @@ class Chief:
         self._write_state()
         self._say(f"trial {trial.trial_id}: re-runs the values of trial {item['origin']} "
                   f"on {worker}")
-        return self.leases.grant(trial.trial_id, worker, values)
+        return self.leases.grant(trial.trial_id, worker, dict(trial.hyperparameters.values))
 
     def _end_in_oracle(self, trial_id: str, status: str, message: str | None,
                        count_failure: bool = True) -> None:
@@ -688,6 +713,15 @@ class Chief:
             self._node_hours_ended += self._lease_node_hours(lease)
             worker_id = _worker_number(lease.worker)
             record = recorded.get(lease.trial_id)
+            if record is not None and is_lost_worker_end(record.get("error")):
+                # the chief itself recorded this loss before a crash; finish what it began
+                self._end_in_oracle(lease.trial_id, FAILED, record["error"],
+                                    count_failure=False)
+                self._ended_by[lease.trial_id] = "chief"
+                if self.aborted is None:
+                    self._reissues.append({"origin": lease.trial_id,
+                                           "values": _without_rerun(lease.values)})
+                continue
             if record is not None:  # the worker wrote the end, then vanished: keep its word
                 self._end_in_oracle(lease.trial_id, record["status"], record.get("error"))
                 self._say(f"trial {lease.trial_id}: worker {worker_id} vanished after "
@@ -709,7 +743,8 @@ class Chief:
         self._end_in_oracle(lease.trial_id, FAILED, error, count_failure=False)
         self._ended_by[lease.trial_id] = "chief"
         if self.aborted is None:
-            self._reissues.append({"origin": lease.trial_id, "values": lease.values})
+            self._reissues.append({"origin": lease.trial_id,
+                                   "values": _without_rerun(lease.values)})
 
     def _lease_node_hours(self, lease: Lease) -> float:
         return node_hours(max(0.0, self.clock() - lease.granted), self.nodes_per_worker)
@@ -722,6 +757,7 @@ class Chief:
         parent = values.get("tuner/trial_id")
         rung = values.get("tuner/rung", values.get("tuner/round"))
         wall = max(0.0, time.time() - lease.wall_start)
+        fault_point("chief.record_end")
         self.recorder.append(
             "trial_end", lease.trial_id, status=FAILED,
             parent_id=str(parent) if parent not in (None, "") else None,
@@ -734,6 +770,7 @@ class Chief:
             ranks=self.ranks_per_worker, node_hours=node_hours(wall, self.nodes_per_worker),
             error=error, target_epochs=int(values.get("tuner/epochs", self.default_epochs)),
             worker_id=_worker_number(lease.worker))
+        fault_point("chief.record_end+")
 
     # --- progress -----------------------------------------------------------------------------
 
@@ -913,7 +950,13 @@ def _unlocked_on_error(oracle):
 
 def _replace_file(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename (no fsync)."""
+    fault_point("oracle.save")
     atomic_write_text(path, text, fsync=False)
+    fault_point("oracle.save+")
+
+
+def _without_rerun(values: dict) -> dict:
+    return {k: v for k, v in values.items() if k != RERUN_KEY}
 
 
 def _worker_number(tuner_id: str) -> str:

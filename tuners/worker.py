@@ -48,6 +48,8 @@ from typing import Any
 
 import grpc
 
+from tuners.faults import fault_point
+
 SERVICE = "mlpf.hpo.Chief"  # must match tuners.chief.SERVICE
 METHODS = ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd", "EndTrial", "EndAndCreate",
            "GiveBack", "Heartbeat", "Status")  # must match tuners.chief.METHODS
@@ -543,6 +545,7 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
                 continue
             if guarded is not None:
                 wall = time.time() - start_wall
+                fault_point("worker.record_end")
                 guarded.append("trial_end", trial.trial_id, status=status,
                                parent_id=values.get("tuner/trial_id"),
                                hyperparameters=_searched(values),
@@ -550,9 +553,12 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
                                epochs=epochs[-1], metrics=metrics, objective=objective,
                                start_time=start_wall, wall_seconds=wall, nodes=1.0, ranks=1,
                                node_hours=wall / 3600.0, error=None, target_epochs=last)
+                fault_point("worker.record_end+")
+            fault_point("worker.end_call")
             if client.end_trial(RemoteTrial(trial.trial_id, status, Values(values)),
                                 metrics=last_update, step=epochs[-1]):
                 log.trials += 1
+            fault_point("worker.end_call+")
     except Exception as exc:  # noqa: BLE001 - reported in the log and by the caller
         log.error = f"{type(exc).__name__}: {exc}"
     log.finished = clock()

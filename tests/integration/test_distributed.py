@@ -139,7 +139,8 @@ def test_expired_lease_fails_the_trial_once_and_reissues_its_values(tmp_path):
     assert chief.expire() == []  # exactly once
     # the next worker to ask gets the same values as a new trial
     reissued = chief.create_trial(W2)
-    assert reissued["trial_id"] == "2" and reissued["values"] == first["values"]
+    assert reissued["trial_id"] == "2"
+    assert reissued["values"] == {**first["values"], "tuner/rerun_of": "0"}
     assert chief.progress()["lease_expired"] == 1
     # the dead worker, had it only been frozen, is refused everywhere
     assert chief.update_trial(W0, "0", {"val_loss": 0.1}, step=1)["status"] == "STOPPED"
@@ -170,7 +171,8 @@ def test_asha_promotion_is_reissued_with_parent_and_initial_epoch(tmp_path):
     chief.heartbeat(W1)
     assert chief.expire() == [promotion["trial_id"]]
     again = chief.create_trial(W1)
-    assert again["trial_id"] != promotion["trial_id"] and again["values"] == values
+    assert again["trial_id"] != promotion["trial_id"]
+    assert again["values"] == {**values, "tuner/rerun_of": promotion["trial_id"]}
     chief.update_trial(W1, again["trial_id"], {"val_loss": 0.2}, step=2)
     chief.end_trial(W1, again["trial_id"], "COMPLETED")
     assert oracle.rung_sizes() == [2, 1]  # the re-run's result counts at the promoted rung
@@ -259,7 +261,8 @@ def test_chief_resumes_with_finished_trials_and_leases_the_running_ones(tmp_path
                              resume=True)
     third_chief.clock.now += 6
     assert third_chief.expire() == [third["trial_id"]]
-    assert third_chief.create_trial(W0)["values"] == third["values"]
+    assert third_chief.create_trial(W0)["values"] == {**third["values"],
+                                                      "tuner/rerun_of": third["trial_id"]}
     assert third_chief.progress()["completed"] == 2
 
 
@@ -363,7 +366,8 @@ def test_one_round_trip_per_trial_and_an_unused_prefetched_trial_is_given_back(s
     assert chief.oracle.trials[unused["trial_id"]].message == "returned unstarted (worker 0)"
     with ChiefClient(address, 1, SID, heartbeat_interval=0, secret=chief.secret) as other:
         rerun = other.create_trial()
-        assert rerun.hyperparameters.values == unused["values"]
+        assert rerun.hyperparameters.values == {**unused["values"],
+                                                "tuner/rerun_of": unused["trial_id"]}
         assert rerun.trial_id not in ("0", "1", unused["trial_id"])
     assert chief.give_back(W1, "0") == {"accepted": False,
                                         "reason": f"trial 0 is not leased to {W1}"}

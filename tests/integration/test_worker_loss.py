@@ -173,7 +173,7 @@ def test_reissued_epochs_count_against_the_epoch_budget(tuner, tmp_path):
     chief.heartbeat(W(1))
     assert chief.expire() == [first["trial_id"]]
     rerun = chief.create_trial(W(1))
-    assert rerun["values"] == first["values"]
+    assert rerun["values"] == {**first["values"], "tuner/rerun_of": first["trial_id"]}
     assert chief.oracle.epochs_allotted == 2  # the re-run's epoch counted
     # a restarted chief (journal replay) agrees
     again = hand_chief(tmp_path, tuner=tuner, max_trials=0, epoch_budget=3, resume=True)
