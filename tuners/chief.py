@@ -115,7 +115,8 @@ class ChiefError(RuntimeError):
     """The chief cannot start or serve (port in use, bad arguments)."""
 
 
-LOST_WORKER = re.compile(r"^(lease expired|returned unstarted|no progress for [^ ]+ s) "
+LOST_WORKER = re.compile(r"^(lease expired|returned unstarted|no progress for [^ ]+ s|"
+                         r"interrupted by a chief restart) "
                          r"\(worker [^)]*\)$")
 
 
@@ -336,6 +337,23 @@ class Chief:
                 continue
             self.oracle.ongoing_trials[tuner_id] = trial
             self.leases.grant(trial_id, tuner_id, dict(trial.hyperparameters.values))
+        for trial in sorted(self.oracle.trials.values(), key=lambda t: t.trial_id):
+            if trial.status != RUNNING or trial.trial_id in self.leases:
+                continue
+            # RUNNING, but no saved state says who runs it (the chief died between writing
+            # the trial and the oracle's state): nobody will end it, so the chief does.
+            if trial.trial_id in retry:
+                retry.remove(trial.trial_id)
+            record = ended.get(trial.trial_id)
+            if record is not None:
+                self._end_in_oracle(trial.trial_id, record["status"], record.get("error"),
+                                    count_failure=not is_lost_worker_end(record.get("error")))
+                continue
+            now = self.clock()
+            orphan = Lease(trial_id=trial.trial_id, worker="worker?@" + self.search_id,
+                           values=dict(trial.hyperparameters.values), granted=now,
+                           renewed=now, wall_start=time.time())
+            self._requeue(orphan, "interrupted by a chief restart (worker ?)")
         self._reconcile_reissues()
         if self.oracle.max_trials:
             self.oracle.max_trials += self._reruns
