@@ -3,9 +3,9 @@
     python -m benchmark.fleet_busy                         # 64 and 256 workers, both tuners
     python -m benchmark.fleet_busy --workers=256 --tuners=asha --duration=30
 
-For each tuner and fleet size a chief (:class:`tuners.chief.Chief`, the lease-aware gRPC
+For each tuner and fleet size a chief (:class:`tuners.distributed.chief.Chief`, the lease-aware gRPC
 server) serves the oracle on loopback; the workers are threads spread over ``--processes``
-processes (:func:`tuners.worker.run_sleep_worker`: heartbeats, the search-id guard, every call
+processes (:func:`tuners.distributed.worker.run_sleep_worker`: heartbeats, the search-id guard, every call
 a real gRPC call). A trial is a sleep drawn uniformly from ``--trial_seconds_min`` ..
 ``--trial_seconds_max`` (no TensorFlow, no training), reporting a synthetic objective.
 
@@ -19,7 +19,7 @@ Printed per configuration: the busy fraction = time the workers spent in trials 
 / time the workers existed (from their start to the STOPPED answer), trials finished,
 IDLE answers, wall time (with process start-up), trials per second, the workers' time outside
 trials per trial (``ms/trial``: the gRPC round trip -- one per trial, see
-:class:`tuners.worker.ChiefClient` -- IDLE waits, the tail of the search), the CPU time of the
+:class:`tuners.distributed.worker.ChiefClient` -- IDLE waits, the tail of the search), the CPU time of the
 chief's process per trial (``chief ms``: oracle decisions, journal, gRPC serving; what limits
 a fleet's size on one chief core) and the machine's load average (the figures degrade on a
 machine shared with other jobs).
@@ -126,7 +126,7 @@ def _worker_process(address: str, worker_ids: list[int], seed: int, low: float, 
                     heartbeat: float, idle_wait: float, deadline_in: float, queue,
                     prefetch: bool = True, secret: str | None = None) -> None:
     """One process running ``worker_ids`` as threads; puts their WorkerLogs on ``queue``."""
-    from tuners.worker import ChiefClient, run_sleep_worker
+    from tuners.distributed.worker import ChiefClient, run_sleep_worker
 
     deadline = time.monotonic() + deadline_in
     logs = []
@@ -152,7 +152,7 @@ def _worker_process(address: str, worker_ids: list[int], seed: int, low: float, 
 
 
 def run_configuration(tuner: str, workers: int) -> Result:
-    from tuners.chief import Chief
+    from tuners.distributed.chief import Chief
 
     low, high = FLAGS.trial_seconds_min, FLAGS.trial_seconds_max
     budget = trial_budget(workers, FLAGS.duration, (low + high) / 2.0)

@@ -4,7 +4,7 @@
 
 - ``--role=chief --chief_address=HOST:PORT [--search_id=ID]``: create (or, with ``--resume``,
   reopen) the run directory and serve the search's oracle to worker groups
-  (:class:`tuners.chief.Chief`: leases, progress, resume) until the search is done; then
+  (:class:`tuners.distributed.chief.Chief`: leases, progress, resume) until the search is done; then
   write ``best.json``. Exit code 0 when finished, 1 when stopped by the oracle's failure
   limit, 3 when no worker came back for ``--worker_wait`` seconds, 130 on Ctrl-C / SIGTERM.
 - ``--role=worker --worker_id=N --chief_address=HOST:PORT --search_id=ID``: one worker group
@@ -112,7 +112,7 @@ def check_role_flags(fv: flags.FlagValues, workers: int) -> str:
 
 
 def _address(text: str) -> tuple[str, int]:
-    from tuners.chief import ChiefError, split_address
+    from tuners.distributed.chief import ChiefError, split_address
 
     try:
         return split_address(text)
@@ -125,7 +125,7 @@ def _address(text: str) -> tuple[str, int]:
 
 def build_chief(cfg, run_dir: str, search_id: str, *, resume: bool, fv, out=None):
     """The Chief serving ``cfg``'s oracle on ``run_dir`` (params.yaml written by the caller)."""
-    from tuners.chief import Chief
+    from tuners.distributed.chief import Chief
     from tuners.oracles import make_oracle
     from tuners.space import build_space
 
@@ -138,9 +138,8 @@ def build_chief(cfg, run_dir: str, search_id: str, *, resume: bool, fv, out=None
                  worker_wait=fv.worker_wait, out=out, stall_timeout=fv.stall_timeout)
 
 
-def prepare_chief_run_dir(cfg, fv) -> tuple[str, str]:
+def prepare_chief_run_dir(cfg, fv, run) -> tuple[str, str]:
     """Create (or with --resume reopen) the run directory; (run_dir, search_id)."""
-    from benchmark import run
     from benchmark.config import write_params
 
     run_dir, search_id = run.check_run_dir(cfg, fv.resume)
@@ -155,9 +154,8 @@ def prepare_chief_run_dir(cfg, fv) -> tuple[str, str]:
     return run_dir, search_id
 
 
-def finish_chief(cfg, run_dir: str, outcome: str, chief) -> int:
+def finish_chief(cfg, run_dir: str, outcome: str, chief, run) -> int:
     """Write best.json and print the summary; the exit code of ``outcome``."""
-    from benchmark import run
     from mlpf_tf.configbase import atomic_write_text
 
     summary = run.summarize(run_dir, cfg)
@@ -172,15 +170,13 @@ def finish_chief(cfg, run_dir: str, outcome: str, chief) -> int:
     return codes[outcome]
 
 
-def run_chief(cfg, fv) -> int:
-    run_dir, search_id = prepare_chief_run_dir(cfg, fv)
+def run_chief(cfg, fv, run) -> int:
+    run_dir, search_id = prepare_chief_run_dir(cfg, fv, run)
     chief = build_chief(cfg, run_dir, search_id, resume=fv.resume, fv=fv)
     chief.start(fv.chief_address, tls_cert=fv.chief_tls_cert or None,
                 tls_key=fv.chief_tls_key or None)
     print(f"chief of search {search_id} listening on {fv.chief_address} (run directory "
           f"{run_dir})", flush=True)
-    from benchmark import run
-
     # The chief holds the search's allocation: its run start/stop and node count are what the
     # reports turn into allocated node-hours.
     mllogger = run.start_mllog(cfg, run_dir, search_id)
@@ -190,7 +186,7 @@ def run_chief(cfg, fv) -> int:
             outcome = chief.serve()
     finally:
         mllogger.end("run_stop", None, {"status": outcome})
-    return finish_chief(cfg, run_dir, outcome, chief)
+    return finish_chief(cfg, run_dir, outcome, chief, run)
 
 
 class _stop_on_signals:
@@ -214,20 +210,19 @@ class _stop_on_signals:
 # --- worker -----------------------------------------------------------------------------------
 
 
-def run_worker(cfg, fv) -> int:
+def run_worker(cfg, fv, run) -> int:
     """One worker group: rank 0 talks to the chief, all ranks train its trials."""
-    from benchmark import run
     from benchmark.config import load_params
     from mlpf_tf import distributed
     from mlpf_tf.train import configure_threads
-    from tuners.horovod_tuner import SearchAborted
-    from tuners.worker import (
+    from tuners.distributed.worker import (
         SECRET_FILE,
         ChiefClient,
         ChiefUnreachable,
         GuardedRecorder,
         WrongSearch,
     )
+    from tuners.horovod_tuner import SearchAborted
 
     ctx = distributed.init()
     run_dir = os.path.abspath(os.path.join(cfg.launch.output_dir, cfg.launch.run_name))
@@ -327,9 +322,9 @@ def _is_flag(arg: str, names: Sequence[str]) -> bool:
     return arg.startswith("-") and name in names
 
 
-def run_standalone(cfg, fv, argv: Sequence[str]) -> int:
+def run_standalone(cfg, fv, argv: Sequence[str], run) -> int:
     """This process serves the oracle; W worker groups run as child process groups."""
-    run_dir, search_id = prepare_chief_run_dir(cfg, fv)
+    run_dir, search_id = prepare_chief_run_dir(cfg, fv, run)
     chief = build_chief(cfg, run_dir, search_id, resume=fv.resume, fv=fv)
     port = chief.start(fv.chief_address or "127.0.0.1:0")
     address = f"127.0.0.1:{port}" if not fv.chief_address else fv.chief_address
@@ -340,8 +335,6 @@ def run_standalone(cfg, fv, argv: Sequence[str]) -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs: list[tuple[int, subprocess.Popen]] = []
     outcome = "stopped"
-    from benchmark import run
-
     mllogger = run.start_mllog(cfg, run_dir, search_id)  # the allocation: all worker nodes
     try:
         for n in range(cfg.launch.workers):
@@ -362,7 +355,7 @@ def run_standalone(cfg, fv, argv: Sequence[str]) -> int:
     if failed:
         print(f"worker group(s) {', '.join(map(str, failed))} failed; see "
               + ", ".join(os.path.join(logs, f"worker{n}.log") for n in failed), flush=True)
-    return finish_chief(cfg, run_dir, outcome, chief)
+    return finish_chief(cfg, run_dir, outcome, chief, run)
 
 
 def _watch_workers(procs, chief, poll: float = 0.5) -> None:
@@ -394,16 +387,20 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def dispatch(cfg, fv, argv: Sequence[str]) -> int | None:
-    """Run the role the flags ask for; None means "the one-process search" (caller runs it)."""
+def dispatch(cfg, fv, argv: Sequence[str], run) -> int | None:
+    """Run the role the flags ask for; None means "the one-process search" (caller runs it).
+
+    ``run`` is the search entry point's module (:mod:`benchmark.run`: run directories,
+    tuner, summaries), handed in by its caller so that this module does not import it back.
+    """
     role = check_role_flags(fv, cfg.launch.workers)
     if role == "single":
         return None
     if role == "worker":
-        return run_worker(cfg, fv)
-    from tuners.chief import ChiefError
+        return run_worker(cfg, fv, run)
+    from tuners.distributed.chief import ChiefError
 
     try:
-        return run_chief(cfg, fv) if role == "chief" else run_standalone(cfg, fv, argv)
+        return run_chief(cfg, fv, run) if role == "chief" else run_standalone(cfg, fv, argv, run)
     except ChiefError as exc:  # the port is in use, ...
         raise RoleError(str(exc)) from None

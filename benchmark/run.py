@@ -354,7 +354,7 @@ def main(argv: list[str]) -> int:
         cfg = resolve_config(fv)
         preflight.check_run(cfg, launcher.check_role_flags(fv, cfg.launch.workers))
         # --role=chief|worker, or --workers > 1: the distributed search (benchmark.launcher)
-        code = launcher.dispatch(cfg, fv, sys.argv[1:])
+        code = launcher.dispatch(cfg, fv, sys.argv[1:], run=sys.modules[__name__])
     except (ConfigError, launcher.RoleError) as exc:
         print(f"benchmark.run: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE

@@ -16,7 +16,7 @@ import stat
 import keras_tuner
 import pytest
 
-from tuners.chief import (
+from tuners.distributed.chief import (
     REFUSED,
     SECRET_FILE,
     Chief,
@@ -24,7 +24,7 @@ from tuners.chief import (
     check_trial_id,
     load_or_create_secret,
 )
-from tuners.worker import (
+from tuners.distributed.worker import (
     ChiefCallError,
     ChiefClient,
     NotAuthorised,

@@ -1,8 +1,8 @@
 """Distributed search: leases, re-issues, the search-id guard, a killed worker, a killed chief.
 
-The chief (:mod:`tuners.chief`) wraps stock keras-tuner oracles and our ASHA; workers are
-stand-ins whose trials are sleeps (:func:`tuners.worker.run_sleep_worker`), as threads or as
-``python -m tuners.worker`` processes, since the behaviour under test is not the training.
+The chief (:mod:`tuners.distributed.chief`) wraps stock keras-tuner oracles and our ASHA; workers are
+stand-ins whose trials are sleeps (:func:`tuners.distributed.worker.run_sleep_worker`), as threads or as
+``python -m tuners.distributed.worker`` processes, since the behaviour under test is not the training.
 Loopback only. A real-training variant (``benchmark.run --workers=2``) is marked slow.
 """
 
@@ -21,13 +21,10 @@ import time
 import keras_tuner
 import pytest
 
-from tuners.chief import Chief, ChiefError, parse_tuner_id, worker_tuner_id
 from tuners.config import SearchConfig
-from tuners.leases import ENDING, LeaseError, LeaseTable
-from tuners.oracles import make_oracle
-from tuners.records import TrialRecorder, read_records
-from tuners.space import build_space
-from tuners.worker import (
+from tuners.distributed.chief import Chief, ChiefError, parse_tuner_id, worker_tuner_id
+from tuners.distributed.leases import ENDING, LeaseError, LeaseTable
+from tuners.distributed.worker import (
     ChiefClient,
     ChiefUnreachable,
     GuardedRecorder,
@@ -36,6 +33,9 @@ from tuners.worker import (
     WrongSearch,
     run_sleep_worker,
 )
+from tuners.oracles import make_oracle
+from tuners.records import TrialRecorder, read_records
+from tuners.space import build_space
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PY = sys.executable
@@ -421,7 +421,7 @@ def free_port() -> int:
 
 
 def start_worker(n: int, address: str, run_dir, seconds: float, *extra: str):
-    cmd = [PY, "-m", "tuners.worker", f"--chief_address={address}", f"--search_id={SID}",
+    cmd = [PY, "-m", "tuners.distributed.worker", f"--chief_address={address}", f"--search_id={SID}",
            f"--worker_id={n}", f"--run_dir={run_dir}", f"--trial_seconds={seconds}",
            "--heartbeat_interval=0.3", "--idle_wait=0.2", *extra]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

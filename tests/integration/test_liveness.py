@@ -1,6 +1,6 @@
 """Liveness by progress: a hung worker is failed and its trial re-issued, the search finishes.
 
-Stand-in workers (``python -m tuners.worker``, trials are sleeps, one progress step per epoch):
+Stand-in workers (``python -m tuners.distributed.worker``, trials are sleeps, one progress step per epoch):
 one whose main thread blocks forever while its heartbeat thread goes on (heartbeats alone
 would keep its lease alive), and one SIGSTOPped (nothing comes from it). In both cases the
 chief fails the trial within ``stall_timeout`` plus one heartbeat (plus the chief's tick and
@@ -21,7 +21,7 @@ import time
 import keras_tuner
 import pytest
 
-from tuners.chief import Chief
+from tuners.distributed.chief import Chief
 from tuners.records import read_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,7 +39,7 @@ def oracle(max_trials: int):
 
 
 def start_worker(n, address, run_dir, seconds, *extra):
-    cmd = [sys.executable, "-m", "tuners.worker", f"--chief_address={address}",
+    cmd = [sys.executable, "-m", "tuners.distributed.worker", f"--chief_address={address}",
            f"--search_id={SID}", f"--worker_id={n}", f"--run_dir={run_dir}",
            f"--trial_seconds={seconds}", f"--heartbeat_interval={HEARTBEAT}",
            "--idle_wait=0.1", "--retry_for=20", *extra]

@@ -2,7 +2,7 @@
 
 For every tuner the search must finish all its trials with the one survivor: the killed
 workers' trials end FAILED ("lease expired"), their values are re-issued, and none of this
-counts towards ``max_consecutive_failed_trials``. Workers are ``python -m tuners.worker``
+counts towards ``max_consecutive_failed_trials``. Workers are ``python -m tuners.distributed.worker``
 processes whose trials are sleeps; the chief runs in this process on loopback.
 """
 
@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from tuners.chief import Chief
 from tuners.config import SearchConfig
+from tuners.distributed.chief import Chief
 from tuners.oracles import make_oracle
 from tuners.records import read_records
 from tuners.space import build_space
@@ -38,7 +38,7 @@ CONFIGS = {
 
 
 def start_worker(n: int, address: str, run_dir, seconds: float):
-    cmd = [sys.executable, "-m", "tuners.worker", f"--chief_address={address}",
+    cmd = [sys.executable, "-m", "tuners.distributed.worker", f"--chief_address={address}",
            f"--search_id={SID}", f"--worker_id={n}", f"--run_dir={run_dir}",
            f"--trial_seconds={seconds}", "--heartbeat_interval=0.2", "--idle_wait=0.1",
            "--retry_for=30"]

@@ -1,4 +1,4 @@
-"""The worker side of a distributed search: a client of the chief (:mod:`tuners.chief`).
+"""The worker side of a distributed search: a client of the chief (:mod:`tuners.distributed.chief`).
 
 :class:`ChiefClient` stands in for the oracle on rank 0 of a worker group (the
 :class:`tuners.horovod_tuner.HorovodTuner` calls ``create_trial`` / ``update_trial`` /
@@ -25,7 +25,7 @@
   gives it back (``GiveBack``: the chief re-issues its values at once).
 
 :func:`run_sleep_worker` is a stand-in worker whose "training" is a sleep, used by the fleet
-benchmark (:mod:`benchmark.fleet_busy`) and the fault tests; ``python -m tuners.worker`` runs
+benchmark (:mod:`benchmark.fleet_busy`) and the fault tests; ``python -m tuners.distributed.worker`` runs
 one as a process. This module imports no TensorFlow.
 """
 
@@ -50,10 +50,10 @@ import grpc
 
 from tuners.faults import fault_point
 
-SERVICE = "mlpf.hpo.Chief"  # must match tuners.chief.SERVICE
+SERVICE = "mlpf.hpo.Chief"  # must match tuners.distributed.chief.SERVICE
 METHODS = ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd", "EndTrial", "EndAndCreate",
-           "GiveBack", "Heartbeat", "Status")  # must match tuners.chief.METHODS
-SEARCH_ID_KEY = "x-mlpf-search-id"  # these four must match tuners.chief
+           "GiveBack", "Heartbeat", "Status")  # must match tuners.distributed.chief.METHODS
+SEARCH_ID_KEY = "x-mlpf-search-id"  # these four must match tuners.distributed.chief
 SECRET_KEY = "x-mlpf-secret"
 SESSION_KEY = "x-mlpf-session"
 SECRET_FILE = "chief.secret"
@@ -582,8 +582,8 @@ def _exit_lost(trial_id: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tuners.worker``: one stand-in (sleeping) worker process."""
-    parser = argparse.ArgumentParser(prog="python -m tuners.worker", description=__doc__.split(
+    """``python -m tuners.distributed.worker``: one stand-in (sleeping) worker process."""
+    parser = argparse.ArgumentParser(prog="python -m tuners.distributed.worker", description=__doc__.split(
         "\n")[0])
     parser.add_argument("--chief_address", required=True)
     parser.add_argument("--search_id", required=True)

@@ -8,7 +8,7 @@ RUNNING forever and the chief never exits. :class:`Chief` wraps the same oracle 
 - a multi-thread gRPC server (``threads``); oracle calls are serialised by one lock, as
   keras-tuner's ``@synchronized`` would, but heartbeats and status calls never wait on
   training;
-- leases (:mod:`tuners.leases`): a trial not renewed by its worker for ``lease_timeout``
+- leases (:mod:`tuners.distributed.leases`): a trial not renewed by its worker for ``lease_timeout``
   seconds is ended FAILED with the error ``lease expired (worker N)`` -- the chief appends
   that ``trial_end`` to ``trials.jsonl`` unless the worker had already written the trial's end
   -- and its values (hyperparameters and, for promotions, the parent trial, initial epoch,
@@ -48,7 +48,7 @@ requests and replies are small JSON objects (UTF-8 bytes). A busy worker needs o
 per trial: ``EndAndCreate`` takes the trial's last metrics and end status and answers with the
 worker's next trial; ``GiveBack`` returns a trial a stopping worker will not run.
 keras-tuner's protobuf service has no heartbeat and no search id, and JSON keeps the worker
-side free of TensorFlow imports (:mod:`tuners.worker`).
+side free of TensorFlow imports (:mod:`tuners.distributed.worker`).
 
 Saving: keras-tuner's stock oracles write ``oracle.json`` and a ``trial.json`` on every
 ``create_trial`` / ``update_trial`` / ``end_trial``; ``save_interval`` > 0 coalesces those
@@ -78,8 +78,8 @@ from keras_tuner.src.engine import oracle as kt_oracle
 from keras_tuner.src.engine import trial as trial_module
 
 from mlpf_tf.configbase import atomic_write_text
+from tuners.distributed.leases import Lease, LeaseError, LeaseTable
 from tuners.faults import fault_point
-from tuners.leases import Lease, LeaseError, LeaseTable
 from tuners.records import TRIALS_FILE, TrialRecorder, node_hours, read_records
 
 SERVICE = "mlpf.hpo.Chief"
@@ -864,7 +864,7 @@ class Chief:
 
         ``tls_cert`` and ``tls_key`` (PEM files): serve over TLS, so the secret and the
         results are not readable on the network (workers then need the certificate, see
-        :class:`tuners.worker.ChiefClient`); without them the port is plain TCP and the secret
+        :class:`tuners.distributed.worker.ChiefClient`); without them the port is plain TCP and the secret
         only keeps out callers who cannot read the run directory.
         """
         host, port = split_address(address)
