@@ -51,6 +51,8 @@ class LaunchConfig(Section):
     chief_node: bool = param(False, "the chief holds a node of its own (charged in allocated "
                              "node-hours); false when it shares a worker's node")
     system: str = param("local", "system profile name (launch/slurm/<system>.env on clusters)")
+    oversubscribe: bool = param(False, "allow a run on this machine to use more ranks x "
+                                "threads than it has cores")
 
     def check(self) -> None:
         if self.ranks_per_worker > self.ranks_per_node and (

@@ -3,9 +3,9 @@
     python -m benchmark.fleet_busy                         # 64 and 256 workers, both tuners
     python -m benchmark.fleet_busy --workers=256 --tuners=asha --duration=30
 
-For each tuner and fleet size a chief (:class:`tuners.chief.Chief`, the lease-aware gRPC
+For each tuner and fleet size a chief (:class:`tuners.distributed.chief.Chief`, the lease-aware gRPC
 server) serves the oracle on loopback; the workers are threads spread over ``--processes``
-processes (:func:`tuners.worker.run_sleep_worker`: heartbeats, the search-id guard, every call
+processes (:func:`tuners.distributed.worker.run_sleep_worker`: heartbeats, the search-id guard, every call
 a real gRPC call). A trial is a sleep drawn uniformly from ``--trial_seconds_min`` ..
 ``--trial_seconds_max`` (no TensorFlow, no training), reporting a synthetic objective.
 
@@ -19,7 +19,7 @@ Printed per configuration: the busy fraction = time the workers spent in trials 
 / time the workers existed (from their start to the STOPPED answer), trials finished,
 IDLE answers, wall time (with process start-up), trials per second, the workers' time outside
 trials per trial (``ms/trial``: the gRPC round trip -- one per trial, see
-:class:`tuners.worker.ChiefClient` -- IDLE waits, the tail of the search), the CPU time of the
+:class:`tuners.distributed.worker.ChiefClient` -- IDLE waits, the tail of the search), the CPU time of the
 chief's process per trial (``chief ms``: oracle decisions, journal, gRPC serving; what limits
 a fleet's size on one chief core) and the machine's load average (the figures degrade on a
 machine shared with other jobs).
@@ -124,9 +124,9 @@ def make_oracle(tuner: str, budget: int):
 
 def _worker_process(address: str, worker_ids: list[int], seed: int, low: float, high: float,
                     heartbeat: float, idle_wait: float, deadline_in: float, queue,
-                    prefetch: bool = True) -> None:
+                    prefetch: bool = True, secret: str | None = None) -> None:
     """One process running ``worker_ids`` as threads; puts their WorkerLogs on ``queue``."""
-    from tuners.worker import ChiefClient, run_sleep_worker
+    from tuners.distributed.worker import ChiefClient, run_sleep_worker
 
     deadline = time.monotonic() + deadline_in
     logs = []
@@ -135,7 +135,8 @@ def _worker_process(address: str, worker_ids: list[int], seed: int, low: float, 
         rng = random.Random(seed * 100_003 + worker_id)
         client = ChiefClient(address, worker_id, SEARCH_ID, heartbeat_interval=heartbeat,
                              retry_for=10.0, backoff_initial=0.1, backoff_max=1.0,
-                             rpc_timeout=30.0, log=lambda line: None, prefetch=prefetch)
+                             rpc_timeout=30.0, log=lambda line: None, prefetch=prefetch,
+                             secret=secret)
         try:
             logs.append(run_sleep_worker(client, trial_seconds=lambda values: rng.uniform(
                 low, high), idle_wait=idle_wait, deadline=deadline, seed=worker_id))
@@ -151,7 +152,7 @@ def _worker_process(address: str, worker_ids: list[int], seed: int, low: float, 
 
 
 def run_configuration(tuner: str, workers: int) -> Result:
-    from tuners.chief import Chief
+    from tuners.distributed.chief import Chief
 
     low, high = FLAGS.trial_seconds_min, FLAGS.trial_seconds_max
     budget = trial_budget(workers, FLAGS.duration, (low + high) / 2.0)
@@ -173,7 +174,8 @@ def run_configuration(tuner: str, workers: int) -> Result:
         procs = [ctx.Process(target=_worker_process, daemon=True,
                              args=(f"127.0.0.1:{port}", group, FLAGS.seed, low, high,
                                    FLAGS.heartbeat_interval, FLAGS.idle_wait, FLAGS.timeout,
-                                   queue, FLAGS.prefetch)) for group in groups if group]
+                                   queue, FLAGS.prefetch, chief.secret))
+                 for group in groups if group]
         for proc in procs:
             proc.start()
         logs = []

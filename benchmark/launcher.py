@@ -4,7 +4,7 @@
 
 - ``--role=chief --chief_address=HOST:PORT [--search_id=ID]``: create (or, with ``--resume``,
   reopen) the run directory and serve the search's oracle to worker groups
-  (:class:`tuners.chief.Chief`: leases, progress, resume) until the search is done; then
+  (:class:`tuners.distributed.chief.Chief`: leases, progress, resume) until the search is done; then
   write ``best.json``. Exit code 0 when finished, 1 when stopped by the oracle's failure
   limit, 3 when no worker came back for ``--worker_wait`` seconds, 130 on Ctrl-C / SIGTERM.
 - ``--role=worker --worker_id=N --chief_address=HOST:PORT --search_id=ID``: one worker group
@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from absl import flags
 
 ROLES = ("standalone", "chief", "worker")
 EXIT_FINISHED, EXIT_ABORTED, EXIT_USAGE, EXIT_ABANDONED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_LOST = 4  # a worker group whose trial the chief failed while it ran (stall, lost lease)
 LOGS_DIR = "logs"
 ROLE_FLAGS = ("role", "worker_id", "chief_address", "search_id")
 
@@ -61,6 +63,10 @@ def define_role_flags(flag_values: flags.FlagValues | None = None) -> None:
                        flag_values=fv)
     flags.DEFINE_float("heartbeat_interval", 2.0, "seconds between a worker's heartbeats",
                        lower_bound=0.05, flag_values=fv)
+    flags.DEFINE_float("stall_timeout", 0.0, "seconds a trial may go without progress "
+                       "(training batches, from the heartbeats) before the chief fails and "
+                       "re-issues it and its worker group exits (0: no check)",
+                       lower_bound=0.0, flag_values=fv)
     flags.DEFINE_float("chief_retry_for", 300.0, "seconds a worker keeps retrying an "
                        "unreachable chief (exponential backoff)", lower_bound=0.0,
                        flag_values=fv)
@@ -68,6 +74,12 @@ def define_role_flags(flag_values: flags.FlagValues | None = None) -> None:
                        "without any worker call (0: never)", lower_bound=0.0, flag_values=fv)
     flags.DEFINE_float("progress_interval", 10.0, "seconds between the chief's progress lines",
                        lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_string("chief_tls_cert", "", "--role=chief: serve over TLS with this PEM "
+                        "certificate (with --chief_tls_key)", flag_values=fv)
+    flags.DEFINE_string("chief_tls_key", "", "--role=chief: the PEM key of --chief_tls_cert",
+                        flag_values=fv)
+    flags.DEFINE_string("chief_tls_ca", "", "--role=worker: PEM certificate to check a TLS "
+                        "chief against", flag_values=fv)
 
 
 class RoleError(ValueError):
@@ -100,7 +112,7 @@ def check_role_flags(fv: flags.FlagValues, workers: int) -> str:
 
 
 def _address(text: str) -> tuple[str, int]:
-    from tuners.chief import ChiefError, split_address
+    from tuners.distributed.chief import ChiefError, split_address
 
     try:
         return split_address(text)
@@ -113,27 +125,26 @@ def _address(text: str) -> tuple[str, int]:
 
 def build_chief(cfg, run_dir: str, search_id: str, *, resume: bool, fv, out=None):
     """The Chief serving ``cfg``'s oracle on ``run_dir`` (params.yaml written by the caller)."""
-    from benchmark import run
     from tuners.budget import AllocationBudget, earlier_node_hours
-    from tuners.chief import Chief
+    from tuners.distributed.chief import Chief
+    from tuners.mllog import MLLOG_FILES
     from tuners.oracles import make_oracle
     from tuners.space import build_space
 
     oracle = make_oracle(cfg.search, build_space(cfg.search.space))
     # the allocation: every node the search holds from now on, plus earlier segments
-    earlier = earlier_node_hours(os.path.join(run_dir, run.MLLOG_FILE)) if resume else 0.0
+    earlier = earlier_node_hours(os.path.join(run_dir, MLLOG_FILES[0])) if resume else 0.0
     budget = AllocationBudget(cfg.search.node_hour_budget, cfg.launch.nodes,
                               earlier_node_hours=earlier)
     return Chief(oracle, search_id=search_id, run_dir=run_dir, resume=resume,
                  lease_timeout=fv.lease_timeout, nodes_per_worker=cfg.launch.nodes_per_worker,
                  ranks_per_worker=cfg.launch.ranks_per_worker, budget=budget,
                  default_epochs=cfg.search.max_epochs, progress_interval=fv.progress_interval,
-                 worker_wait=fv.worker_wait, out=out)
+                 worker_wait=fv.worker_wait, out=out, stall_timeout=fv.stall_timeout)
 
 
-def prepare_chief_run_dir(cfg, fv) -> tuple[str, str]:
+def prepare_chief_run_dir(cfg, fv, run) -> tuple[str, str]:
     """Create (or with --resume reopen) the run directory; (run_dir, search_id)."""
-    from benchmark import run
     from benchmark.config import write_params
 
     run_dir, search_id = run.check_run_dir(cfg, fv.resume)
@@ -148,9 +159,8 @@ def prepare_chief_run_dir(cfg, fv) -> tuple[str, str]:
     return run_dir, search_id
 
 
-def finish_chief(cfg, run_dir: str, outcome: str, chief) -> int:
+def finish_chief(cfg, run_dir: str, outcome: str, chief, run) -> int:
     """Write best.json and print the summary; the exit code of ``outcome``."""
-    from benchmark import run
     from mlpf_tf.configbase import atomic_write_text
 
     summary = run.summarize(run_dir, cfg)
@@ -167,14 +177,13 @@ def finish_chief(cfg, run_dir: str, outcome: str, chief) -> int:
     return codes[outcome]
 
 
-def run_chief(cfg, fv) -> int:
-    run_dir, search_id = prepare_chief_run_dir(cfg, fv)
+def run_chief(cfg, fv, run) -> int:
+    run_dir, search_id = prepare_chief_run_dir(cfg, fv, run)
     chief = build_chief(cfg, run_dir, search_id, resume=fv.resume, fv=fv)
-    chief.start(fv.chief_address)
+    chief.start(fv.chief_address, tls_cert=fv.chief_tls_cert or None,
+                tls_key=fv.chief_tls_key or None)
     print(f"chief of search {search_id} listening on {fv.chief_address} (run directory "
           f"{run_dir})", flush=True)
-    from benchmark import run
-
     # The chief holds the search's allocation: its run start/stop and node count are what the
     # reports turn into allocated node-hours.
     mllogger = run.start_mllog(cfg, run_dir, search_id)
@@ -185,7 +194,7 @@ def run_chief(cfg, fv) -> int:
     finally:
         mllogger.end("run_stop", None, {"status": outcome,
                                         "stopped_by": _stopped_by(outcome, chief)})
-    return finish_chief(cfg, run_dir, outcome, chief)
+    return finish_chief(cfg, run_dir, outcome, chief, run)
 
 
 def _stopped_by(outcome: str, chief) -> str:
@@ -216,14 +225,19 @@ class _stop_on_signals:
 # --- worker -----------------------------------------------------------------------------------
 
 
-def run_worker(cfg, fv) -> int:
+def run_worker(cfg, fv, run) -> int:
     """One worker group: rank 0 talks to the chief, all ranks train its trials."""
-    from benchmark import run
     from benchmark.config import load_params
     from mlpf_tf import distributed
     from mlpf_tf.train import configure_threads
+    from tuners.distributed.worker import (
+        SECRET_FILE,
+        ChiefClient,
+        ChiefUnreachable,
+        GuardedRecorder,
+        WrongSearch,
+    )
     from tuners.horovod_tuner import SearchAborted
-    from tuners.worker import ChiefClient, ChiefUnreachable, GuardedRecorder, WrongSearch
 
     ctx = distributed.init()
     run_dir = os.path.abspath(os.path.join(cfg.launch.output_dir, cfg.launch.run_name))
@@ -235,14 +249,16 @@ def run_worker(cfg, fv) -> int:
     elif ctx.is_root:
         client = ChiefClient(fv.chief_address, fv.worker_id, fv.search_id,
                              heartbeat_interval=fv.heartbeat_interval,
-                             retry_for=fv.chief_retry_for)
+                             retry_for=fv.chief_retry_for,
+                             secret_file=os.path.join(run_dir, SECRET_FILE),
+                             tls_ca=fv.chief_tls_ca or None, on_lost=_exit_group)
         try:
             client.hello()
             saved, _ = load_params(run_dir)
             if saved.search != cfg.search:
                 print(f"worker {fv.worker_id}: using the search configuration of "
                       f"{run_dir}/params.yaml", flush=True)
-        except (ChiefUnreachable, WrongSearch) as exc:
+        except (ChiefUnreachable, WrongSearch, PermissionError) as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a missing or bad params.yaml
             error = f"{type(exc).__name__}: {exc}"
@@ -262,6 +278,7 @@ def run_worker(cfg, fv) -> int:
         tuner.tuner_id = client.tuner_id if client is not None else f"worker{fv.worker_id}"
         if client is not None:
             tuner.oracle = client  # rank 0 asks the chief instead of its local oracle
+            tuner.runner.progress = client.advance  # batches trained, for the stall check
             if tuner.runner.recorder is not None:
                 tuner.runner.recorder = GuardedRecorder(tuner.runner.recorder, client)
         tuner.search()
@@ -276,6 +293,16 @@ def run_worker(cfg, fv) -> int:
     return EXIT_FINISHED
 
 
+def _exit_group(trial_id: str) -> None:
+    """Rank 0's heartbeat heard that the chief failed the running trial (no progress, or its
+    lease lost): the group may be stuck in a collective, so rank 0 exits at once and
+    horovodrun (or ``srun --kill-on-bad-exit``) ends the other ranks; the launcher or the
+    job restarts the group, and the trial's values are already re-issued."""
+    print(f"benchmark.run: worker group: trial {trial_id} was failed by the chief (no "
+          "progress or lease lost); exiting the group", file=sys.stderr, flush=True)
+    os._exit(EXIT_LOST)
+
+
 # --- standalone: a chief and W worker groups on this machine ---------------------------------
 
 
@@ -287,8 +314,22 @@ def worker_command(argv: Sequence[str], worker_id: int, address: str, search_id:
            f"--chief_address={address}", f"--search_id={search_id}"]
     if ranks > 1:
         # Horovod over Gloo on this machine: K local ranks form the worker group.
-        cmd = ["horovodrun", "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *cmd]
+        cmd = [find_horovodrun(python), "-np", str(ranks), "-H", f"localhost:{ranks}",
+               "--gloo", *cmd]
     return cmd
+
+
+def find_horovodrun(python: str = sys.executable) -> str:
+    """``horovodrun`` of the running interpreter's environment (beside ``python``, e.g. an
+    unactivated ``.venv/bin``), else the one on PATH; RoleError if there is none."""
+    beside = os.path.join(os.path.dirname(os.path.abspath(python)), "horovodrun")
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("horovodrun")
+    if found:
+        return found
+    raise RoleError(f"--launch.ranks_per_worker > 1 needs horovodrun, found neither beside "
+                    f"{python} nor on PATH; install Horovod in this environment")
 
 
 def _is_flag(arg: str, names: Sequence[str]) -> bool:
@@ -296,9 +337,9 @@ def _is_flag(arg: str, names: Sequence[str]) -> bool:
     return arg.startswith("-") and name in names
 
 
-def run_standalone(cfg, fv, argv: Sequence[str]) -> int:
+def run_standalone(cfg, fv, argv: Sequence[str], run) -> int:
     """This process serves the oracle; W worker groups run as child process groups."""
-    run_dir, search_id = prepare_chief_run_dir(cfg, fv)
+    run_dir, search_id = prepare_chief_run_dir(cfg, fv, run)
     chief = build_chief(cfg, run_dir, search_id, resume=fv.resume, fv=fv)
     port = chief.start(fv.chief_address or "127.0.0.1:0")
     address = f"127.0.0.1:{port}" if not fv.chief_address else fv.chief_address
@@ -309,8 +350,6 @@ def run_standalone(cfg, fv, argv: Sequence[str]) -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs: list[tuple[int, subprocess.Popen]] = []
     outcome = "stopped"
-    from benchmark import run
-
     mllogger = run.start_mllog(cfg, run_dir, search_id)  # the allocation: all worker nodes
     try:
         for n in range(cfg.launch.workers):
@@ -332,7 +371,7 @@ def run_standalone(cfg, fv, argv: Sequence[str]) -> int:
     if failed:
         print(f"worker group(s) {', '.join(map(str, failed))} failed; see "
               + ", ".join(os.path.join(logs, f"worker{n}.log") for n in failed), flush=True)
-    return finish_chief(cfg, run_dir, outcome, chief)
+    return finish_chief(cfg, run_dir, outcome, chief, run)
 
 
 def _watch_workers(procs, chief, poll: float = 0.5) -> None:
@@ -364,16 +403,20 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def dispatch(cfg, fv, argv: Sequence[str]) -> int | None:
-    """Run the role the flags ask for; None means "the one-process search" (caller runs it)."""
+def dispatch(cfg, fv, argv: Sequence[str], run) -> int | None:
+    """Run the role the flags ask for; None means "the one-process search" (caller runs it).
+
+    ``run`` is the search entry point's module (:mod:`benchmark.run`: run directories,
+    tuner, summaries), handed in by its caller so that this module does not import it back.
+    """
     role = check_role_flags(fv, cfg.launch.workers)
     if role == "single":
         return None
     if role == "worker":
-        return run_worker(cfg, fv)
-    from tuners.chief import ChiefError
+        return run_worker(cfg, fv, run)
+    from tuners.distributed.chief import ChiefError
 
     try:
-        return run_chief(cfg, fv) if role == "chief" else run_standalone(cfg, fv, argv)
+        return run_chief(cfg, fv, run) if role == "chief" else run_standalone(cfg, fv, argv, run)
     except ChiefError as exc:  # the port is in use, ...
         raise RoleError(str(exc)) from None

@@ -34,7 +34,7 @@ from typing import Any
 
 from absl import app, flags
 
-from benchmark import experiments, launcher
+from benchmark import experiments, launcher, preflight
 from benchmark.config import (
     PARAMS_FILE,
     Config,
@@ -367,10 +367,11 @@ def main(argv: list[str]) -> int:
     fv = flags.FLAGS
     try:
         cfg = resolve_config(fv)
+        preflight.check_run(cfg, launcher.check_role_flags(fv, cfg.launch.workers))
         # --role=chief|worker, or --workers > 1: the distributed search (benchmark.launcher)
-        code = launcher.dispatch(cfg, fv, sys.argv[1:])
+        code = launcher.dispatch(cfg, fv, sys.argv[1:], run=sys.modules[__name__])
     except (ConfigError, launcher.RoleError) as exc:
-        print(f"benchmark.run: error: {exc}", file=sys.stderr)
+        print(f"benchmark.run: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     if code is not None:
         return code
@@ -396,6 +397,11 @@ def main(argv: list[str]) -> int:
         if summary["best"] is not None:
             write_best_physics(run_dir)
     return 0
+
+
+def one_line(exc: BaseException) -> str:
+    """An error message on one line (a CLI error is one line on stderr)."""
+    return " ".join(str(exc).split())
 
 
 def write_best_physics(run_dir: str) -> None:

@@ -58,7 +58,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmark.config import Config, LaunchConfig, write_params
-from benchmark.curves import Surrogate, configuration, load_curves
+from benchmark.curves import CurveError, Surrogate, configuration, load_curves
 from benchmark.simcluster import SimCluster, SimResult, TrialRun, quiet_oracle
 from mlpf_tf.configbase import ConfigError, atomic_write_text
 from tuners import mllog
@@ -487,19 +487,36 @@ def setup_from_flags() -> Setup:
                           f"known: {', '.join(TUNERS)}")
     if FLAGS.curves and not os.path.isfile(FLAGS.curves):
         raise ConfigError(f"--curves={FLAGS.curves}: no such file")
+    if FLAGS.curves:  # read the table once now: a bad one fails before any simulation
+        from tuners.space import build_space
+
+        try:
+            load_curves(FLAGS.curves, space=build_space(setup.space), noise=setup.noise,
+                        noise_seed=setup.first_seed)
+        except (CurveError, ValueError, OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--curves={FLAGS.curves}: not a learning-curve table: "
+                              + " ".join(str(exc).split())) from None
     return setup
+
+
+EXIT_USAGE = 2
 
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    setup = setup_from_flags()
+    try:
+        setup = setup_from_flags()
+        if FLAGS.tables_only and not os.path.exists(os.path.join(FLAGS.output_dir,
+                                                                 "per_seed.csv")):
+            raise ConfigError(f"--tables_only: no {os.path.join(FLAGS.output_dir, 'per_seed.csv')}")
+    except ConfigError as exc:  # one line, exit 2, before any simulation
+        print(f"benchmark.simulate: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     if FLAGS.tables_only:
         import pandas as pd
 
         path = os.path.join(FLAGS.output_dir, "per_seed.csv")
-        if not os.path.exists(path):
-            raise ConfigError(f"--tables_only: no {path}")
         write_tables(pd.read_csv(path), setup, FLAGS.output_dir, "rebuilt from per_seed.csv")
         return
     tuners = list(FLAGS.tuner)

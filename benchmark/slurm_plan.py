@@ -148,13 +148,15 @@ class SlurmJob:
                 # Gloo needs no MPI: one srun task per node starts horovodrun, which starts
                 # ranks_per_node local ranks on that node.
                 cmd = ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={host}", "--overlap",
-                       "horovodrun", "-np", str(self.ranks_per_node), "-H",
+                       "--kill-on-bad-exit=1", "horovodrun", "-np", str(self.ranks_per_node), "-H",
                        f"localhost:{self.ranks_per_node}", "--gloo", *worker]
             else:
                 # srun starts the ranks itself (Horovod built with MPI/PMI support).
+                # --kill-on-bad-exit: a rank that fails takes its group down with it, so no
+                # rank waits in a collective for one that is gone.
                 cmd = ["srun", "--nodes=1", f"--ntasks={self.ranks_per_node}",
                        f"--ntasks-per-node={self.ranks_per_node}", f"--nodelist={host}",
-                       "--overlap", *worker]
+                       "--overlap", "--kill-on-bad-exit=1", *worker]
             if self.gpus_per_node:
                 cmd.insert(1, f"--gpus-per-node={self.gpus_per_node}")
             out.append(cmd)

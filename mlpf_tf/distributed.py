@@ -55,6 +55,14 @@ class Context:
 LOCAL = Context()
 
 
+#: Horovod's stall check: a rank missing from a collective for 60 s is reported, and after
+#: STALL_SHUTDOWN seconds Horovod shuts the job down instead of waiting forever (Horovod's
+#: default is never), so a group whose rank hung or died ends and its trial is re-issued.
+#: Set the variables yourself to change them.
+STALL_SETTINGS = {"HOROVOD_STALL_CHECK_TIME_SECONDS": "60",
+                  "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": "600"}
+
+
 def init() -> Context:
     """Initialise Horovod once per process and return the rank layout.
 
@@ -72,6 +80,8 @@ def init() -> Context:
     except ImportError:
         _context = LOCAL
         return _context
+    for name, value in STALL_SETTINGS.items():
+        os.environ.setdefault(name, value)  # Horovod reads these in init(); a user's win
     hvd.init()  # Horovod: join the ranks started by horovodrun (size 1 without it)
     _hvd = hvd
     _context = Context(rank=hvd.rank(),  # Horovod: global rank of this process

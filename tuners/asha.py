@@ -351,7 +351,7 @@ class ASHAOracle(LastEpochScore, keras_tuner.Oracle):
             self._consecutive_failures += 1
         else:
             self._consecutive_failures = 0
-        if self._consecutive_failures == self.max_consecutive_failed_trials:
+        if self._consecutive_failures >= self.max_consecutive_failed_trials:
             raise RuntimeError(
                 "Number of consecutive failures exceeded the limit "
                 f"of {self.max_consecutive_failed_trials}.\n" + (trial.message or ""))

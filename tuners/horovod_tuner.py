@@ -83,7 +83,7 @@ class HorovodTuner(base_tuner.BaseTuner):
                              project_name=PROJECT_NAME,
                              overwrite=overwrite and self.context.is_root)
         else:
-            # A client of a remote oracle (e.g. tuners.worker.ChiefClient): the chief keeps the
+            # A client of a remote oracle (e.g. tuners.distributed.worker.ChiefClient): the chief keeps the
             # search state, so there is nothing to reload or declare here.
             self.oracle = oracle
             self.hypermodel = hypermodel

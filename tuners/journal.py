@@ -25,6 +25,7 @@ import uuid
 from typing import Any
 
 from mlpf_tf.configbase import atomic_write_text
+from tuners.faults import fault_point
 
 FORMAT = 1
 
@@ -94,8 +95,10 @@ class JournalWriter:
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one line, flushed (and fsynced when asked) before returning."""
         line = dumps(record) + "\n"
+        fault_point("oracle.save")
         self._fh.write(line)
         self._sync()
+        fault_point("oracle.save+")
         self.size += len(line) if line.isascii() else len(line.encode("utf-8"))
 
     def close(self) -> None:

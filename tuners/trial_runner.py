@@ -148,6 +148,9 @@ class TrialRunner:
         self._default_epochs = default_epochs
         self.write_error: str | None = None  # first failed rank-0 write (see _write)
         self.train_kwargs = dict(train_kwargs or {})
+        # called after every training batch on this rank when set (rank 0 of a distributed
+        # worker: the chief client's progress counter, sent with the heartbeats)
+        self.progress = None
 
     # --- layout -------------------------------------------------------------------------------
 
@@ -407,7 +410,14 @@ class _Probe:
             def on_train_end(self, logs=None):
                 probe.iterations_end = _iterations(self.model)
 
-        return TrialProbe()
+        if probe.runner.progress is None:
+            return TrialProbe()
+
+        class TrialProbeWithProgress(TrialProbe):
+            def on_train_batch_end(self, batch, logs=None):
+                probe.runner.progress()  # a counter the chief's stall check watches
+
+        return TrialProbeWithProgress()
 
 
 def _iterations(model) -> int | None:

@@ -1,8 +1,8 @@
 """Distributed search: leases, re-issues, the search-id guard, a killed worker, a killed chief.
 
-The chief (:mod:`tuners.chief`) wraps stock keras-tuner oracles and our ASHA; workers are
-stand-ins whose trials are sleeps (:func:`tuners.worker.run_sleep_worker`), as threads or as
-``python -m tuners.worker`` processes, since the behaviour under test is not the training.
+The chief (:mod:`tuners.distributed.chief`) wraps stock keras-tuner oracles and our ASHA; workers are
+stand-ins whose trials are sleeps (:func:`tuners.distributed.worker.run_sleep_worker`), as threads or as
+``python -m tuners.distributed.worker`` processes, since the behaviour under test is not the training.
 Loopback only. A real-training variant (``benchmark.run --workers=2``) is marked slow.
 """
 
@@ -21,13 +21,10 @@ import time
 import keras_tuner
 import pytest
 
-from tuners.chief import Chief, ChiefError, parse_tuner_id, worker_tuner_id
 from tuners.config import SearchConfig
-from tuners.leases import ENDING, LeaseError, LeaseTable
-from tuners.oracles import make_oracle
-from tuners.records import TrialRecorder, read_records
-from tuners.space import build_space
-from tuners.worker import (
+from tuners.distributed.chief import Chief, ChiefError, parse_tuner_id, worker_tuner_id
+from tuners.distributed.leases import ENDING, LeaseError, LeaseTable
+from tuners.distributed.worker import (
     ChiefClient,
     ChiefUnreachable,
     GuardedRecorder,
@@ -36,6 +33,9 @@ from tuners.worker import (
     WrongSearch,
     run_sleep_worker,
 )
+from tuners.oracles import make_oracle
+from tuners.records import TrialRecorder, read_records
+from tuners.space import build_space
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PY = sys.executable
@@ -101,7 +101,9 @@ def test_lease_table_renews_expires_and_guards_holders():
         table.claim_end("1", "b")
     assert table.claim_end("0", "a").state == ENDING
     clock.now += 11
-    assert [lease.trial_id for lease in table.pop_expired()] == ["0"]  # ENDING expires too
+    assert table.pop_expired() == []  # ENDING: its end is being written; no duplicate
+    clock.now += 40
+    assert [lease.trial_id for lease in table.pop_expired()] == ["0"]  # 5 x 10 s: gone
     with pytest.raises(ValueError, match="lease timeout must be a finite number"):
         LeaseTable(0)
 
@@ -137,7 +139,8 @@ def test_expired_lease_fails_the_trial_once_and_reissues_its_values(tmp_path):
     assert chief.expire() == []  # exactly once
     # the next worker to ask gets the same values as a new trial
     reissued = chief.create_trial(W2)
-    assert reissued["trial_id"] == "2" and reissued["values"] == first["values"]
+    assert reissued["trial_id"] == "2"
+    assert reissued["values"] == {**first["values"], "tuner/rerun_of": "0"}
     assert chief.progress()["lease_expired"] == 1
     # the dead worker, had it only been frozen, is refused everywhere
     assert chief.update_trial(W0, "0", {"val_loss": 0.1}, step=1)["status"] == "STOPPED"
@@ -168,7 +171,8 @@ def test_asha_promotion_is_reissued_with_parent_and_initial_epoch(tmp_path):
     chief.heartbeat(W1)
     assert chief.expire() == [promotion["trial_id"]]
     again = chief.create_trial(W1)
-    assert again["trial_id"] != promotion["trial_id"] and again["values"] == values
+    assert again["trial_id"] != promotion["trial_id"]
+    assert again["values"] == {**values, "tuner/rerun_of": promotion["trial_id"]}
     chief.update_trial(W1, again["trial_id"], {"val_loss": 0.2}, step=2)
     chief.end_trial(W1, again["trial_id"], "COMPLETED")
     assert oracle.rung_sizes() == [2, 1]  # the re-run's result counts at the promoted rung
@@ -186,7 +190,9 @@ def test_a_worker_that_recorded_its_end_before_vanishing_keeps_its_result(tmp_pa
     assert chief.claim_end(W0, "0") == {"granted": True}
     TrialRecorder(str(tmp_path), SID, worker_id="0").append(
         "trial_end", "0", status="COMPLETED", metrics={"val_loss": 0.25})
-    clock.now += 6  # gone before end_trial
+    clock.now += 6  # gone before end_trial: an ENDING lease waits 5 lease timeouts
+    assert chief.expire() == []
+    clock.now += 20
     assert chief.expire() == ["0"]
     assert [r["status"] for r in ends_of(tmp_path)] == ["COMPLETED"]
     assert oracle.trials["0"].status == "COMPLETED"
@@ -255,7 +261,8 @@ def test_chief_resumes_with_finished_trials_and_leases_the_running_ones(tmp_path
                              resume=True)
     third_chief.clock.now += 6
     assert third_chief.expire() == [third["trial_id"]]
-    assert third_chief.create_trial(W0)["values"] == third["values"]
+    assert third_chief.create_trial(W0)["values"] == {**third["values"],
+                                                      "tuner/rerun_of": third["trial_id"]}
     assert third_chief.progress()["completed"] == 2
 
 
@@ -273,12 +280,12 @@ def served(tmp_path):
 @pytest.mark.timeout(60)
 def test_worker_of_another_search_is_refused(served):
     chief, address = served
-    with ChiefClient(address, 3, "other-search", retry_for=2.0) as client:
+    with ChiefClient(address, 3, "other-search", retry_for=2.0, secret=chief.secret) as client:
         with pytest.raises(WrongSearch) as err:
             client.create_trial()
     assert str(err.value) == (
-        f"chief at {address} refused worker worker3@other-search: wrong search: this chief "
-        "serves search 's1', the caller belongs to search 'other-search'")
+        f"chief at {address} refused worker worker3@other-search: wrong search: the caller "
+        "belongs to search 'other-search', this chief serves another one")
     assert chief.oracle.trials == {}
 
 
@@ -317,7 +324,8 @@ def test_threads_search_with_heartbeats_records_every_trial_once(served, tmp_pat
     logs = []
 
     def worker(n):
-        with ChiefClient(address, n, SID, heartbeat_interval=0.1) as client:
+        with ChiefClient(address, n, SID, heartbeat_interval=0.1,
+                         secret=chief.secret) as client:
             logs.append(run_sleep_worker(client, trial_seconds=lambda v: 0.3, idle_wait=0.05,
                                          recorder=TrialRecorder(str(tmp_path), SID, str(n)),
                                          epoch_updates=True))
@@ -337,7 +345,7 @@ def test_threads_search_with_heartbeats_records_every_trial_once(served, tmp_pat
 def test_one_round_trip_per_trial_and_an_unused_prefetched_trial_is_given_back(served):
     chief, address = served  # random search, 4 trials
     calls: list[str] = []
-    client = ChiefClient(address, 0, SID, heartbeat_interval=0)
+    client = ChiefClient(address, 0, SID, heartbeat_interval=0, secret=chief.secret)
     plain_call = client._call
     client._call = lambda method, **kw: calls.append(method) or plain_call(method, **kw)
     first = client.create_trial()
@@ -356,9 +364,10 @@ def test_one_round_trip_per_trial_and_an_unused_prefetched_trial_is_given_back(s
     assert calls[-2:] == ["EndAndCreate", "GiveBack"]
     assert chief.oracle.trials[unused["trial_id"]].status == "FAILED"
     assert chief.oracle.trials[unused["trial_id"]].message == "returned unstarted (worker 0)"
-    with ChiefClient(address, 1, SID, heartbeat_interval=0) as other:
+    with ChiefClient(address, 1, SID, heartbeat_interval=0, secret=chief.secret) as other:
         rerun = other.create_trial()
-        assert rerun.hyperparameters.values == unused["values"]
+        assert rerun.hyperparameters.values == {**unused["values"],
+                                                "tuner/rerun_of": unused["trial_id"]}
         assert rerun.trial_id not in ("0", "1", unused["trial_id"])
     assert chief.give_back(W1, "0") == {"accepted": False,
                                         "reason": f"trial 0 is not leased to {W1}"}
@@ -412,7 +421,7 @@ def free_port() -> int:
 
 
 def start_worker(n: int, address: str, run_dir, seconds: float, *extra: str):
-    cmd = [PY, "-m", "tuners.worker", f"--chief_address={address}", f"--search_id={SID}",
+    cmd = [PY, "-m", "tuners.distributed.worker", f"--chief_address={address}", f"--search_id={SID}",
            f"--worker_id={n}", f"--run_dir={run_dir}", f"--trial_seconds={seconds}",
            "--heartbeat_interval=0.3", "--idle_wait=0.2", *extra]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -446,9 +455,9 @@ def test_sigkill_of_a_worker_mid_trial(tmp_path):
     server.start()
     victim = start_worker(1, address, tmp_path, 30.0)  # its trial would take 30 s
     try:
-        wait_for(lambda: any(lease.worker == W1 for lease in chief.leases.leases()), 60,
+        wait_for(lambda: any(lease.worker.startswith(W1 + "#") for lease in chief.leases.leases()), 60,
                  "worker 1 to hold a trial")
-        killed = next(lease for lease in chief.leases.leases() if lease.worker == W1)
+        killed = next(lease for lease in chief.leases.leases() if lease.worker.startswith(W1))
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         survivor = start_worker(0, address, tmp_path, 0.3)
@@ -497,7 +506,12 @@ def test_sigkill_and_restart_of_the_chief(tmp_path):
                                   stderr=subprocess.STDOUT, env=env)
         assert chief2.wait(180) == 0, (tmp_path / "chief2.log").read_text()[-3000:]
         for proc in workers:
-            out, err = proc.communicate(timeout=60)
+            try:
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+                raise AssertionError(err[-3000:]) from None
             assert proc.returncode == 0, err
     finally:
         for proc in [chief, chief2, *workers]:
@@ -649,12 +663,29 @@ def test_role_flags_are_checked_before_anything_starts():
         assert str(err.value) == message
 
 
-def test_worker_commands_carry_the_users_flags_and_the_role():
-    from benchmark.launcher import worker_command
+def test_worker_commands_carry_the_users_flags_and_the_role(tmp_path, monkeypatch):
+    from benchmark.launcher import RoleError, worker_command
 
     argv = ["--tuner=asha", "--workers=2", "--resume", "--role=standalone", "--max_trials=8"]
     assert worker_command(argv, 1, "127.0.0.1:5000", "sid", ranks=1, python="py") == [
         "py", "-m", "benchmark.run", "--tuner=asha", "--workers=2", "--max_trials=8",
         "--role=worker", "--worker_id=1", "--chief_address=127.0.0.1:5000", "--search_id=sid"]
-    assert worker_command(argv, 0, "127.0.0.1:5000", "sid", ranks=2, python="py")[:6] == [
-        "horovodrun", "-np", "2", "-H", "localhost:2", "--gloo"]
+    # horovodrun beside the interpreter (an unactivated venv) wins over the one on PATH
+    env_bin, path_bin = tmp_path / "venv" / "bin", tmp_path / "elsewhere"
+    for directory in (env_bin, path_bin):
+        directory.mkdir(parents=True)
+        (directory / "horovodrun").write_text("#!/bin/sh\n")
+        (directory / "horovodrun").chmod(0o755)
+    monkeypatch.setenv("PATH", str(path_bin))
+    python = str(env_bin / "python")
+    assert worker_command(argv, 0, "127.0.0.1:5000", "sid", ranks=2, python=python)[:6] == [
+        str(env_bin / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo"]
+    (env_bin / "horovodrun").unlink()
+    assert worker_command(argv, 0, "a:1", "sid", ranks=2, python=python)[0] == str(
+        path_bin / "horovodrun")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RoleError) as err:
+        worker_command(argv, 0, "a:1", "sid", ranks=2, python=python)
+    assert str(err.value) == (
+        f"--launch.ranks_per_worker > 1 needs horovodrun, found neither beside {python} nor "
+        "on PATH; install Horovod in this environment")

@@ -50,7 +50,7 @@ EXPECTED = [
     "benchmark.run --role=chief " + COMMON,
 ] + [
     f"srun --gpus-per-node=4 --nodes=1 --ntasks=1 --nodelist=jwb000{i + 1} --overlap "
-    f"horovodrun -np 4 -H localhost:4 --gloo python -m benchmark.run --role=worker "
+    f"--kill-on-bad-exit=1 horovodrun -np 4 -H localhost:4 --gloo python -m benchmark.run --role=worker "
     f"--worker_id={i} " + COMMON
     for i in range(3)
 ]
@@ -64,8 +64,8 @@ def test_dry_run_prints_exact_commands(capsys):
 def test_srun_launcher_starts_ranks_itself():
     job = SlurmJob.from_env(fake_env(MLPF_LAUNCHER="srun", MLPF_GPUS_PER_NODE="0"))
     worker = job.commands([])[1]
-    assert worker[:6] == ["srun", "--nodes=1", "--ntasks=4", "--ntasks-per-node=4",
-                          "--nodelist=jwb0001", "--overlap"]
+    assert worker[:7] == ["srun", "--nodes=1", "--ntasks=4", "--ntasks-per-node=4",
+                          "--nodelist=jwb0001", "--overlap", "--kill-on-bad-exit=1"]
     assert "horovodrun" not in worker
 
 

@@ -1,4 +1,4 @@
-"""The worker side of a distributed search: a client of the chief (:mod:`tuners.chief`).
+"""The worker side of a distributed search: a client of the chief (:mod:`tuners.distributed.chief`).
 
 :class:`ChiefClient` stands in for the oracle on rank 0 of a worker group (the
 :class:`tuners.horovod_tuner.HorovodTuner` calls ``create_trial`` / ``update_trial`` /
@@ -11,8 +11,10 @@
   :class:`ChiefUnreachable` names the address. A restarted chief is found again this way;
   every call is safe to repeat (the chief answers a repeated ``create_trial`` with the same
   trial, a repeated ``end_trial`` with "accepted");
-- the search id on every call (gRPC metadata and the tuner id ``worker<N>@<search id>``); a
-  chief of another search refuses it and :class:`WrongSearch` carries the chief's message;
+- the search's secret (``secret`` or ``secret_file``, the chief's ``<run_dir>/chief.secret``),
+  the search id and a random per-process session id on every call (gRPC metadata); a chief
+  that refuses the secret raises :class:`NotAuthorised`, one of another search
+  :class:`WrongSearch`; trial ids the chief sends are checked before any use;
 - end claims: before rank 0 writes a trial's ``trial_end`` record it asks the chief
   (:meth:`ChiefClient.claim_end`); a trial whose lease expired (the chief already recorded it
   FAILED and re-issued its values) is not recorded twice. :class:`GuardedRecorder` does this
@@ -23,7 +25,7 @@
   gives it back (``GiveBack``: the chief re-issues its values at once).
 
 :func:`run_sleep_worker` is a stand-in worker whose "training" is a sleep, used by the fleet
-benchmark (:mod:`benchmark.fleet_busy`) and the fault tests; ``python -m tuners.worker`` runs
+benchmark (:mod:`benchmark.fleet_busy`) and the fault tests; ``python -m tuners.distributed.worker`` runs
 one as a process. This module imports no TensorFlow.
 """
 
@@ -35,6 +37,9 @@ import json
 import math
 import os
 import random
+import re
+import secrets
+import stat
 import sys
 import threading
 import time
@@ -43,10 +48,16 @@ from typing import Any
 
 import grpc
 
-SERVICE = "mlpf.hpo.Chief"  # must match tuners.chief.SERVICE
+from tuners.faults import fault_point
+
+SERVICE = "mlpf.hpo.Chief"  # must match tuners.distributed.chief.SERVICE
 METHODS = ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd", "EndTrial", "EndAndCreate",
-           "GiveBack", "Heartbeat", "Status")  # must match tuners.chief.METHODS
-SEARCH_ID_KEY = "x-mlpf-search-id"
+           "GiveBack", "Heartbeat", "Status")  # must match tuners.distributed.chief.METHODS
+SEARCH_ID_KEY = "x-mlpf-search-id"  # these four must match tuners.distributed.chief
+SECRET_KEY = "x-mlpf-secret"
+SESSION_KEY = "x-mlpf-session"
+SECRET_FILE = "chief.secret"
+TRIAL_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 RUNNING, IDLE, STOPPED = "RUNNING", "IDLE", "STOPPED"
 _RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -59,8 +70,30 @@ class WrongSearch(RuntimeError):
     """The chief at the address serves another search."""
 
 
+class NotAuthorised(WrongSearch):
+    """The chief refused the secret (missing, wrong, or another search's)."""
+
+
 class ChiefCallError(RuntimeError):
     """The chief refused a call (bad arguments, an oracle error)."""
+
+
+def read_secret_file(path: str) -> str:
+    """The search secret the chief wrote (mode 0600); PermissionError if others may read it."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        raise PermissionError(f"{path}: mode {mode:o} lets other users read the search "
+                              "secret; it must be 600")
+    with open(path) as fh:
+        return fh.read().strip()
+
+
+def checked_trial_id(trial_id: Any) -> str:
+    """A trial id from the chief, checked before it is used in any path."""
+    text = str(trial_id)
+    if not TRIAL_ID.match(text):
+        raise ChiefCallError(f"the chief sent a malformed trial id {text!r:.80}")
+    return text
 
 
 def tuner_id(worker_id: str | int, search_id: str) -> str:
@@ -92,6 +125,17 @@ class Objective:
     direction: str = "min"
 
 
+class _NoSecretYet(Exception):
+    """The chief has not written its secret file yet (it is starting): retried."""
+
+    @staticmethod
+    def as_rpc_error(details: str) -> grpc.RpcError:
+        error = grpc.RpcError()
+        error.code = lambda: grpc.StatusCode.UNAVAILABLE
+        error.details = lambda: details
+        return error
+
+
 class ChiefClient:
     """Talks to the chief for one worker group (use it on rank 0 only).
 
@@ -105,15 +149,29 @@ class ChiefClient:
         rpc_timeout: seconds one call may take.
         objective: the search objective (default: what the chief says in ``hello``).
         log: callable taking a message line (default: print to stderr).
+        secret: the search's secret (sent on every call), or
+        secret_file: where to read it (``<run_dir>/chief.secret``); read at the first call,
+            and retried like an unreachable chief while the chief has not written it yet.
+        tls_ca: PEM certificate(s) to check a chief serving TLS against (None: plain TCP).
     """
 
     def __init__(self, address: str, worker_id: str | int, search_id: str, *,
                  heartbeat_interval: float = 2.0, retry_for: float = 300.0,
                  backoff_initial: float = 0.5, backoff_max: float = 15.0,
                  rpc_timeout: float = 60.0, objective: Any = None,
-                 log: Callable[[str], None] | None = None, prefetch: bool = True):
-        if not search_id or "@" in str(search_id):
-            raise ValueError(f"--search_id={search_id!r}: must be non-empty without '@'")
+                 log: Callable[[str], None] | None = None, prefetch: bool = True,
+                 secret: str | None = None, secret_file: str | None = None,
+                 tls_ca: str | None = None,
+                 on_lost: Callable[[str], None] | None = None):
+        if not search_id or "@" in str(search_id) or "#" in str(search_id):
+            raise ValueError(f"--search_id={search_id!r}: must be non-empty without '@', '#'")
+        self.secret = secret
+        self.secret_file = secret_file
+        self.session = secrets.token_hex(16)  # this process's claim on its leases
+        self.progress = 0  # batches/epochs done, sent with every heartbeat (stall check)
+        self.on_lost = on_lost  # called (heartbeat thread) when the running trial is lost
+        self.lost_grace = 2.0 * float(heartbeat_interval)  # ... and no progress after that
+        self._lost_seen: tuple[str, int, float] | None = None
         self.address = address
         self.worker_id = str(worker_id)
         self.search_id = str(search_id)
@@ -125,13 +183,18 @@ class ChiefClient:
         self.rpc_timeout = float(rpc_timeout)
         self._objective = objective
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-        self._metadata = ((SEARCH_ID_KEY, self.search_id),)
         # gRPC's own reconnect backoff grows to 120 s by default; keep it within ours so a
         # restarted chief is found again promptly.
-        self._channel = grpc.insecure_channel(address, options=[
+        options = [
             ("grpc.initial_reconnect_backoff_ms", int(1000 * self.backoff_initial) or 100),
             ("grpc.min_reconnect_backoff_ms", int(1000 * self.backoff_initial) or 100),
-            ("grpc.max_reconnect_backoff_ms", int(1000 * self.backoff_max) or 1000)])
+            ("grpc.max_reconnect_backoff_ms", int(1000 * self.backoff_max) or 1000)]
+        if tls_ca:
+            with open(tls_ca, "rb") as fh:
+                credentials = grpc.ssl_channel_credentials(root_certificates=fh.read())
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
         self._stubs = {name: self._channel.unary_unary(f"/{SERVICE}/{name}")
                        for name in METHODS}
         self.prefetch = bool(prefetch)
@@ -143,9 +206,19 @@ class ChiefClient:
         self._heartbeat: threading.Thread | None = None
         self._last_reply = float("-inf")
         self.heartbeats_sent = 0
+        self._progress_sent = 0
         self.retries = 0
 
     # --- plumbing -----------------------------------------------------------------------------
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        if self.secret is None and self.secret_file:
+            try:
+                self.secret = read_secret_file(self.secret_file)
+            except FileNotFoundError:
+                raise _NoSecretYet(f"no secret file {self.secret_file} yet") from None
+        return ((SEARCH_ID_KEY, self.search_id), (SECRET_KEY, self.secret or ""),
+                (SESSION_KEY, self.session))
 
     def _call(self, method: str, retry: bool = True, timeout: float | None = None,
               **args: Any) -> dict[str, Any]:
@@ -155,14 +228,19 @@ class ChiefClient:
             attempts += 1
             try:
                 reply = self._stubs[method](request, timeout=timeout or self.rpc_timeout,
-                                            metadata=self._metadata)
+                                            metadata=self._metadata())
                 self._last_reply = time.monotonic()
                 if first_failure is not None:
                     self.log(f"worker {self.worker_id}: chief at {self.address} reachable "
                              f"again after {time.monotonic() - first_failure:.1f} s")
                 return json.loads(reply.decode())
-            except grpc.RpcError as exc:
+            except (grpc.RpcError, _NoSecretYet) as exc:
+                if isinstance(exc, _NoSecretYet):
+                    exc = _NoSecretYet.as_rpc_error(str(exc))
                 code = exc.code()
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    raise NotAuthorised(f"chief at {self.address} refused worker "
+                                        f"{self.tuner_id}: {exc.details()}") from None
                 if code == grpc.StatusCode.FAILED_PRECONDITION:
                     raise WrongSearch(f"chief at {self.address} refused worker "
                                       f"{self.tuner_id}: {exc.details()}") from None
@@ -203,7 +281,9 @@ class ChiefClient:
         reply, self._next = self._next, None
         if reply is None:
             reply = self._call("CreateTrial", worker=self.tuner_id)
-        trial = RemoteTrial(trial_id=reply.get("trial_id"), status=reply["status"],
+        trial_id = reply.get("trial_id")
+        trial = RemoteTrial(trial_id=None if trial_id is None else checked_trial_id(trial_id),
+                            status=reply["status"],
                             hyperparameters=Values(dict(reply.get("values") or {})))
         if trial.status == RUNNING:
             with self._lock:
@@ -252,13 +332,18 @@ class ChiefClient:
             reply, self._next = both["end"], both["next"]
             if self._next.get("status") == RUNNING:
                 with self._lock:
-                    self._current = str(self._next["trial_id"])
+                    self._current = checked_trial_id(self._next["trial_id"])
                 self.start_heartbeats()
         else:
             reply = self._call("EndTrial", **args)
         if not reply["accepted"]:
             self._mark_lost(trial_id, reply.get("reason", ""))
         return bool(reply["accepted"])
+
+    def advance(self, steps: int = 1) -> None:
+        """Count training progress (a batch, an epoch); heartbeats carry the counter, and the
+        chief fails a trial whose counter stops moving for its ``--stall_timeout``."""
+        self.progress += steps
 
     def lease_lost(self, trial_id: str) -> bool:
         return str(trial_id) in self._lost
@@ -290,17 +375,36 @@ class ChiefClient:
         while not self._closed.wait(self.heartbeat_interval):
             with self._lock:
                 current = self._current
-            if time.monotonic() - self._last_reply < 0.5 * self.heartbeat_interval:
+            if time.monotonic() - self._last_reply < 0.5 * self.heartbeat_interval and \
+                    self.progress == self._progress_sent:
                 continue  # any call renews the lease: a heartbeat would add nothing
+            self._progress_sent = self.progress
             try:
                 reply = self._call("Heartbeat", retry=False,
                                    timeout=max(1.0, self.heartbeat_interval),
-                                   worker=self.tuner_id, trial_id=current)
+                                   worker=self.tuner_id, trial_id=current,
+                                   progress=self.progress)
             except (ChiefUnreachable, ChiefCallError, WrongSearch):
                 continue  # the main thread's calls retry and report
             self.heartbeats_sent += 1
             if reply.get("lost") and current is not None:
                 self._mark_lost(current, "the chief no longer holds its lease")
+                self._check_hung(current)
+
+    def _check_hung(self, trial_id: str) -> None:
+        """The chief failed ``trial_id`` while we still run it. A main thread that goes on
+        training notices at its next report and moves on; one that makes no progress for
+        ``lost_grace`` seconds after that is hung (or blocked in a collective): call
+        ``on_lost``, which ends the process (and with it the group)."""
+        if self.on_lost is None:
+            return
+        now = time.monotonic()
+        seen = self._lost_seen
+        if seen is None or seen[0] != trial_id or seen[1] != self.progress:
+            self._lost_seen = (trial_id, self.progress, now)
+            return
+        if now - seen[2] >= self.lost_grace:
+            self.on_lost(trial_id)
 
     def give_back(self) -> str | None:
         """Return a prefetched trial this worker will not run; its id, or None."""
@@ -384,13 +488,16 @@ class WorkerLog:
 def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], float],
                      objective: str = "val_loss", recorder=None, idle_wait: float = 0.5,
                      deadline: float | None = None, seed: int = 0,
-                     epoch_updates: bool = False, clock=time.monotonic) -> WorkerLog:
+                     epoch_updates: bool = False, clock=time.monotonic,
+                     hang_after_epochs: int | None = None) -> WorkerLog:
     """Ask for trials until STOPPED; each trial sleeps ``trial_seconds(values)`` seconds.
 
     Reports the synthetic objective at the trial's last epoch (``tuner/epochs``), or after
     every epoch when ``epoch_updates`` (the sleep is split evenly); writes ``trial_start`` and
     ``trial_end`` records through ``recorder`` if given (wrapped in a GuardedRecorder).
-    ``deadline`` (clock time) ends the loop and cuts a sleep short.
+    ``deadline`` (clock time) ends the loop and cuts a sleep short. Each epoch advances the
+    client's progress counter; ``hang_after_epochs`` (fault tests) makes the main thread
+    block forever after that many epochs while the heartbeat thread goes on.
     """
     rng = random.Random(seed)
     log = WorkerLog(worker_id=client.worker_id, started=clock())
@@ -423,6 +530,9 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
                 slept = clock()
                 time.sleep(pause)
                 log.busy_seconds += clock() - slept  # "training" only, not the calls
+                client.advance()
+                if hang_after_epochs is not None and client.progress >= hang_after_epochs:
+                    threading.Event().wait()  # a hung main thread; heartbeats go on
                 metrics = {objective: synthetic_objective(values, epoch, rng)}
                 if n == len(epochs) and guarded is None:
                     last_update = metrics  # sent with the end of the trial, in one call
@@ -435,6 +545,7 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
                 continue
             if guarded is not None:
                 wall = time.time() - start_wall
+                fault_point("worker.record_end")
                 guarded.append("trial_end", trial.trial_id, status=status,
                                parent_id=values.get("tuner/trial_id"),
                                hyperparameters=_searched(values),
@@ -442,9 +553,12 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
                                epochs=epochs[-1], metrics=metrics, objective=objective,
                                start_time=start_wall, wall_seconds=wall, nodes=1.0, ranks=1,
                                node_hours=wall / 3600.0, error=None, target_epochs=last)
+                fault_point("worker.record_end+")
+            fault_point("worker.end_call")
             if client.end_trial(RemoteTrial(trial.trial_id, status, Values(values)),
                                 metrics=last_update, step=epochs[-1]):
                 log.trials += 1
+            fault_point("worker.end_call+")
     except Exception as exc:  # noqa: BLE001 - reported in the log and by the caller
         log.error = f"{type(exc).__name__}: {exc}"
     log.finished = clock()
@@ -455,9 +569,21 @@ def _searched(values: dict) -> dict:
     return {k: v for k, v in values.items() if not k.startswith("tuner/")}
 
 
+EXIT_LOST = 3
+
+
+def _exit_lost(trial_id: str) -> None:
+    """The chief failed our running trial (no progress, or lease lost) while this process may
+    be hung: end the whole process now, so that a Horovod group fails together (the launcher
+    and ``horovodrun`` / ``srun --kill-on-bad-exit`` stop the other ranks)."""
+    print(f"worker: trial {trial_id} was failed by the chief; exiting", file=sys.stderr,
+          flush=True)
+    os._exit(EXIT_LOST)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tuners.worker``: one stand-in (sleeping) worker process."""
-    parser = argparse.ArgumentParser(prog="python -m tuners.worker", description=__doc__.split(
+    """``python -m tuners.distributed.worker``: one stand-in (sleeping) worker process."""
+    parser = argparse.ArgumentParser(prog="python -m tuners.distributed.worker", description=__doc__.split(
         "\n")[0])
     parser.add_argument("--chief_address", required=True)
     parser.add_argument("--search_id", required=True)
@@ -468,7 +594,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry_for", type=float, default=300.0)
     parser.add_argument("--idle_wait", type=float, default=0.5)
     parser.add_argument("--objective", default="val_loss")
+    parser.add_argument("--hang_after_epochs", type=int, default=None,
+                        help="fault tests: the main thread blocks after this many epochs")
+    parser.add_argument("--exit_on_lost", action="store_true",
+                        help="exit (code 3) when the chief fails the running trial")
+    parser.add_argument("--secret_file", default="",
+                        help="the search secret (default: <run_dir>/chief.secret)")
     args = parser.parse_args(argv)
+    secret_file = args.secret_file or (os.path.join(args.run_dir, SECRET_FILE)
+                                       if args.run_dir else None)
     recorder = None
     if args.run_dir:
         from tuners.records import TrialRecorder
@@ -476,13 +610,14 @@ def main(argv: list[str] | None = None) -> int:
         recorder = TrialRecorder(args.run_dir, args.search_id, worker_id=args.worker_id)
     client = ChiefClient(args.chief_address, args.worker_id, args.search_id,
                          heartbeat_interval=args.heartbeat_interval, retry_for=args.retry_for,
-                         backoff_initial=0.2, backoff_max=2.0)
+                         backoff_initial=0.2, backoff_max=2.0, secret_file=secret_file,
+                         on_lost=_exit_lost if args.exit_on_lost else None)
     with client:
         log = run_sleep_worker(client, trial_seconds=lambda values: args.trial_seconds,
                                objective=args.objective, recorder=recorder,
                                idle_wait=args.idle_wait, seed=int(
                                    "".join(c for c in args.worker_id if c.isdigit()) or 0),
-                               epoch_updates=True)
+                               epoch_updates=True, hang_after_epochs=args.hang_after_epochs)
     print(json.dumps(dataclasses.asdict(log)), flush=True)
     if log.error:
         print(f"worker {args.worker_id}: {log.error}", file=sys.stderr, flush=True)

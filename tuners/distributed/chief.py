@@ -8,14 +8,30 @@ RUNNING forever and the chief never exits. :class:`Chief` wraps the same oracle 
 - a multi-thread gRPC server (``threads``); oracle calls are serialised by one lock, as
   keras-tuner's ``@synchronized`` would, but heartbeats and status calls never wait on
   training;
-- leases (:mod:`tuners.leases`): a trial not renewed by its worker for ``lease_timeout``
+- leases (:mod:`tuners.distributed.leases`): a trial not renewed by its worker for ``lease_timeout``
   seconds is ended FAILED with the error ``lease expired (worker N)`` -- the chief appends
   that ``trial_end`` to ``trials.jsonl`` unless the worker had already written the trial's end
   -- and its values (hyperparameters and, for promotions, the parent trial, initial epoch,
   rung) are re-issued as a new trial to the next worker that asks;
-- a search-id guard: every call carries the search id (gRPC metadata ``x-mlpf-search-id`` and
-  the tuner id ``worker<N>@<search id>``); a worker of another search is refused with
-  FAILED_PRECONDITION and a message naming both ids;
+- failure limits that see only configurations: the oracle's own consecutive-failure check
+  is switched off while served; the chief counts the FAILED ends workers report and stops the
+  search once ``max_consecutive_failed_trials`` (the oracle's setting) are reached (``>=``).
+  Ends the chief makes for a lost worker (lease expired, returned unstarted) neither count nor
+  reset that run, for every oracle; a re-issued trial's epochs count against an oracle's
+  epoch budget (``epochs_allotted``) like any other trial's;
+- authentication: a per-search secret (256 random bits from :mod:`secrets`) that the chief
+  creates in ``<run_dir>/chief.secret`` (mode 0600: only its user can read it; a resumed chief
+  keeps it) and every call must carry (gRPC metadata ``x-mlpf-secret``), compared in constant
+  time (``hmac.compare_digest``). A caller without it is refused (UNAUTHENTICATED) with a
+  message that names neither the search nor the secret. The search id (often the public SLURM
+  job id) is only a guard against a stale worker of another search (FAILED_PRECONDITION).
+  Each worker process also sends a random session id (``x-mlpf-session``): leases are held by
+  ``worker<N>@<search>#<session>``, so a second process started with the same worker id never
+  gets, ends, gives back or reports on the first one's trials. Trial ids are checked against
+  :data:`TRIAL_ID` before any use (they name directories). Optional TLS: ``start(tls_cert=,
+  tls_key=)`` (``--chief_tls_cert`` / ``--chief_tls_key``; workers ``--chief_tls_ca``);
+  without it the secret crosses the network in plain text, which keeps out callers who
+  cannot read the run directory but not someone who can read the cluster's traffic;
 - an end: once the oracle says STOPPED and no trial is running or waiting to be re-issued,
   the chief tells the remaining workers STOPPED and returns -- also when workers died. While
   other trials still run, one worker is kept on standby (IDLE) to take re-issued trials;
@@ -32,7 +48,7 @@ requests and replies are small JSON objects (UTF-8 bytes). A busy worker needs o
 per trial: ``EndAndCreate`` takes the trial's last metrics and end status and answers with the
 worker's next trial; ``GiveBack`` returns a trial a stopping worker will not run.
 keras-tuner's protobuf service has no heartbeat and no search id, and JSON keeps the worker
-side free of TensorFlow imports (:mod:`tuners.worker`).
+side free of TensorFlow imports (:mod:`tuners.distributed.worker`).
 
 Saving: keras-tuner's stock oracles write ``oracle.json`` and a ``trial.json`` on every
 ``create_trial`` / ``update_trial`` / ``end_trial``; ``save_interval`` > 0 coalesces those
@@ -44,10 +60,13 @@ fleets of hundreds of workers with short trials. Oracles that journal their own 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import math
 import os
 import re
+import secrets
+import stat
 import sys
 import threading
 import time
@@ -59,7 +78,8 @@ from keras_tuner.src.engine import oracle as kt_oracle
 from keras_tuner.src.engine import trial as trial_module
 
 from mlpf_tf.configbase import atomic_write_text
-from tuners.leases import Lease, LeaseError, LeaseTable
+from tuners.distributed.leases import Lease, LeaseError, LeaseTable
+from tuners.faults import fault_point
 from tuners.oracles import stop_reason
 from tuners.records import TRIALS_FILE, TrialRecorder, node_hours, read_records
 
@@ -67,10 +87,16 @@ SERVICE = "mlpf.hpo.Chief"
 METHODS = ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd", "EndTrial", "EndAndCreate",
            "GiveBack", "Heartbeat", "Status")
 SEARCH_ID_KEY = "x-mlpf-search-id"
+SECRET_KEY = "x-mlpf-secret"  # the search's secret, on every call
+SESSION_KEY = "x-mlpf-session"  # a random id per worker process (who holds which lease)
+SECRET_FILE = "chief.secret"  # in the run directory, mode 0600: only the user can read it
+SECRET_BYTES = 32  # 256 random bits
+REFUSED = "not authorised: missing or wrong search secret"
 PROJECT_NAME = "keras_tuner"  # the keras-tuner project directory inside the run directory
 CHIEF_STATE_FILE = "chief.json"
 PROGRESS_FILE = "progress.json"
 RESERVED_PREFIX = "tuner/"
+RERUN_KEY = "tuner/rerun_of"  # in a re-issued trial's values: the trial whose values it re-runs
 
 RUNNING = trial_module.TrialStatus.RUNNING
 IDLE = trial_module.TrialStatus.IDLE
@@ -80,11 +106,25 @@ FAILED = trial_module.TrialStatus.FAILED
 INVALID = trial_module.TrialStatus.INVALID
 END_STATUSES = (COMPLETED, FAILED, INVALID)
 
-_TUNER_ID = re.compile(r"^worker(?P<worker>[^@]+)@(?P<search>.+)$")
+_TUNER_ID = re.compile(r"^worker(?P<worker>[^@#]+)@(?P<search>[^#]+)(?:#(?P<session>[0-9a-f]+))?$")
+#: what a trial id may look like (keras-tuner's zero-padded numbers; used in paths)
+TRIAL_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+_SESSION = re.compile(r"^[0-9a-f]{16,64}$")
 
 
 class ChiefError(RuntimeError):
     """The chief cannot start or serve (port in use, bad arguments)."""
+
+
+LOST_WORKER = re.compile(r"^(lease expired|returned unstarted|no progress for [^ ]+ s|"
+                         r"interrupted by a chief restart) "
+                         r"\(worker [^)]*\)$")
+
+
+def is_lost_worker_end(message: str | None) -> bool:
+    """Whether a FAILED trial's message is one the chief writes for a lost worker (not a
+    failing configuration): lease expired, returned unstarted, no progress."""
+    return bool(message) and bool(LOST_WORKER.match(str(message)))
 
 
 def worker_tuner_id(worker_id: str | int, search_id: str) -> str:
@@ -93,11 +133,55 @@ def worker_tuner_id(worker_id: str | int, search_id: str) -> str:
 
 
 def parse_tuner_id(tuner_id: str) -> tuple[str, str]:
-    """(worker id, search id) of a tuner id; ValueError naming it if it is not one."""
+    """(worker id, search id) of a tuner id (``worker<N>@<search>``, optionally followed by
+    ``#<session>``); ValueError naming it if it is not one."""
     match = _TUNER_ID.match(str(tuner_id))
     if not match:
-        raise ValueError(f"tuner id {tuner_id!r} is not of the form worker<N>@<search id>")
+        raise ValueError(f"tuner id {tuner_id!r:.80} is not of the form worker<N>@<search id>")
     return match.group("worker"), match.group("search")
+
+
+def check_trial_id(trial_id: Any) -> str:
+    """``trial_id`` as a string if it matches :data:`TRIAL_ID` (it names directories), else
+    ValueError; checked before any use."""
+    text = str(trial_id)
+    if not TRIAL_ID.match(text):
+        raise ValueError(f"trial id {text!r:.80} is not a trial id (letters, digits, '_', '-')")
+    return text
+
+
+def holder_id(tuner_id: str, session: str | None) -> str:
+    """Who holds a lease: the tuner id, plus the caller's session when it sent one, so two
+    processes started with one worker id never hold (or end) each other's trials."""
+    return f"{tuner_id}#{session}" if session else tuner_id
+
+
+def load_or_create_secret(run_dir: str) -> str:
+    """The search's secret in ``<run_dir>/chief.secret``: read it, or create it (256 random
+    bits from :mod:`secrets`, a file only this user may read or write, mode 0600)."""
+    path = os.path.join(run_dir, SECRET_FILE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return read_secret(path)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(SECRET_BYTES) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return read_secret(path)
+
+
+def read_secret(path: str) -> str:
+    """The secret in ``path``; ChiefError if it is readable by others or malformed."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        raise ChiefError(f"{path}: mode {mode:o} lets other users read the search secret; "
+                         "it must be 600 (chmod 600)")
+    with open(path) as fh:
+        text = fh.read().strip()
+    if len(text) < 32 or any(c not in "0123456789abcdef" for c in text):
+        raise ChiefError(f"{path}: not a search secret (expected at least 32 hex digits)")
+    return text
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -139,7 +223,8 @@ class Chief:
                  node_hour_budget: float = 0.0, default_epochs: int = 1,
                  save_interval: float = 0.0, threads: int = 16,
                  progress_interval: float = 10.0, worker_wait: float = 600.0,
-                 out=None, clock=time.monotonic, budget=None):
+                 out=None, clock=time.monotonic, secret: str | None = None,
+                 stall_timeout: float = 0.0, budget=None):
         if not search_id or "@" in search_id:
             raise ChiefError(f"search id {search_id!r}: must be non-empty and contain no '@'")
         if threads < 1:
@@ -147,8 +232,16 @@ class Chief:
         self.oracle = oracle
         self.search_id = str(search_id)
         self.run_dir = os.path.abspath(run_dir) if run_dir else None
+        if secret is None and self.run_dir:
+            os.makedirs(self.run_dir, exist_ok=True)
+            secret = load_or_create_secret(self.run_dir)
+        self.secret = secret if secret is not None else secrets.token_hex(SECRET_BYTES)
+        self._secret_bytes = self.secret.encode()
         self.clock = clock
         self.leases = LeaseTable(lease_timeout, clock=clock)
+        if not (stall_timeout >= 0 and math.isfinite(stall_timeout)):
+            raise ChiefError(f"stall_timeout={stall_timeout!r}: must be >= 0 seconds (0: off)")
+        self.stall_timeout = float(stall_timeout)
         self.nodes_per_worker = float(nodes_per_worker)
         self.ranks_per_worker = int(ranks_per_worker)
         self.budget = budget
@@ -186,6 +279,14 @@ class Chief:
         self._node_hours_ended = 0.0
         self.recorder = (TrialRecorder(self.run_dir, self.search_id, worker_id="chief")
                          if self.run_dir else None)
+        # Failure limit: the chief counts consecutive *configuration* failures itself (the
+        # FAILED ends workers report), so that lost workers (lease expiry, give-back) never
+        # count, whatever the oracle. The oracle's own check (keras-tuner rescans every end and
+        # compares with ``==``) is switched off for as long as the chief serves it.
+        limit = getattr(oracle, "max_consecutive_failed_trials", None)
+        self.max_consecutive_failures = int(limit) if limit else None
+        oracle.max_consecutive_failed_trials = sys.maxsize
+        self._consecutive_failures = 0
         if hasattr(oracle, "verbose"):
             oracle.verbose = 0  # keras-tuner's per-trial tables; the chief prints progress
         if self.run_dir:
@@ -216,11 +317,7 @@ class Chief:
         if os.path.exists(state_file):
             with open(state_file) as fh:
                 state = json.load(fh)
-            self._reissues = list(state.get("reissues", []))
             self.counts["expired"] = int(state.get("expired", 0))
-            self._reruns = int(state.get("reruns", 0))
-            if self.oracle.max_trials:
-                self.oracle.max_trials += self._reruns
         project = os.path.dirname(self._oracle_file())
         if not os.path.isdir(project) or not os.listdir(project):
             return
@@ -232,14 +329,43 @@ class Chief:
         # journaling oracles (tuners.asha) say which worker ran them; else oracle.json does
         ongoing = dict(getattr(self.oracle, "interrupted_trials", None) or ongoing)
         retry = self.oracle._retry_queue
+        ended = {r["trial_id"]: r for r in self._records() if r["event"] == "trial_end"}
         for tuner_id, trial_id in ongoing.items():
             if trial_id in retry:
                 retry.remove(trial_id)
             trial = self.oracle.trials.get(trial_id)
             if trial is None or trial.status != RUNNING:
                 continue  # ended before the state was written; nothing runs
+            record = ended.get(trial_id)
+            if record is not None:  # its end was written, the oracle never heard: the record
+                self.oracle.ongoing_trials[tuner_id] = trial  # is the truth (one end only)
+                self._end_in_oracle(trial_id, record["status"], record.get("error"),
+                                    count_failure=not is_lost_worker_end(record.get("error")))
+                continue
             self.oracle.ongoing_trials[tuner_id] = trial
             self.leases.grant(trial_id, tuner_id, dict(trial.hyperparameters.values))
+        for trial in sorted(self.oracle.trials.values(), key=lambda t: t.trial_id):
+            if trial.status != RUNNING or trial.trial_id in self.leases:
+                continue
+            # RUNNING, but no saved state says who runs it (the chief died between writing
+            # the trial and the oracle's state): nobody will end it, so the chief does.
+            if trial.trial_id in retry:
+                retry.remove(trial.trial_id)
+            record = ended.get(trial.trial_id)
+            if record is not None:
+                self._end_in_oracle(trial.trial_id, record["status"], record.get("error"),
+                                    count_failure=not is_lost_worker_end(record.get("error")))
+                continue
+            now = self.clock()
+            orphan = Lease(trial_id=trial.trial_id, worker="worker?@" + self.search_id,
+                           values=dict(trial.hyperparameters.values), granted=now,
+                           renewed=now, wall_start=time.time())
+            self._requeue(orphan, "interrupted by a chief restart (worker ?)")
+        self._reconcile_reissues()
+        if self.oracle.max_trials:
+            self.oracle.max_trials += self._reruns
+        self._consecutive_failures = self._count_consecutive_failures()
+        self.counts["completed"] = self.counts["failed"] = 0
         for trial in self.oracle.trials.values():
             if trial.status == COMPLETED:
                 self.counts["completed"] += 1
@@ -253,11 +379,27 @@ class Chief:
                   f"(leased to their workers for {self.leases.timeout:g} s), "
                   f"{len(self._reissues)} to re-issue")
 
+    def _reconcile_reissues(self) -> None:
+        """Re-issues and re-runs follow from the oracle's trials (not from ``chief.json``, which
+        a crash may leave behind them): every trial ended FAILED for a lost worker whose values
+        no later trial re-runs (``tuner/rerun_of``) is still to be re-issued."""
+        rerun_of = {str(t.hyperparameters.values.get(RERUN_KEY))
+                    for t in self.oracle.trials.values()
+                    if t.hyperparameters.values.get(RERUN_KEY) is not None}
+        self._reruns = len(rerun_of)
+        self._reissues = [
+            {"origin": t.trial_id, "values": _without_rerun(t.hyperparameters.values)}
+            for t in sorted(self.oracle.trials.values(), key=lambda t: t.trial_id)
+            if t.status == FAILED and is_lost_worker_end(t.message)
+            and t.trial_id not in rerun_of]
+
     def _write_state(self) -> None:
         if self.run_dir:
+            fault_point("chief.state")
             atomic_write_text(os.path.join(self.run_dir, CHIEF_STATE_FILE), json.dumps(
                 {"search_id": self.search_id, "reissues": self._reissues,
                  "expired": self.counts["expired"], "reruns": self._reruns}, indent=1) + "\n")
+            fault_point("chief.state+")
 
     def _mark_dirty(self) -> None:
         self._dirty = True
@@ -338,12 +480,19 @@ class Chief:
                     "lease_timeout": self.leases.timeout,
                     "leases": [lease.trial_id for lease in self.leases.held_by(worker)]}
 
-    def heartbeat(self, worker: str, trial_id: str | None = None) -> dict[str, Any]:
-        """Renew ``worker``'s leases; ``lost`` is True if it runs a trial it no longer holds."""
+    def heartbeat(self, worker: str, trial_id: str | None = None,
+                  progress: int | None = None) -> dict[str, Any]:
+        """Renew ``worker``'s leases; ``lost`` is True if it runs a trial it no longer holds.
+
+        ``progress``: the worker's progress counter (batches or epochs done); a trial whose
+        counter does not move for ``stall_timeout`` seconds is failed and re-issued.
+        """
         with self._lock:
             self._seen(worker)
             held = self.leases.renew(worker)
             lost = trial_id is not None and str(trial_id) not in held
+            if progress is not None and not lost and trial_id is not None:
+                self.leases.advance(str(trial_id), int(progress))
             return {"leases": held, "lost": lost}
 
     def create_trial(self, worker: str) -> dict[str, Any]:
@@ -396,6 +545,7 @@ class Chief:
             with _unlocked_on_error(self.oracle):
                 trial = self.oracle.update_trial(str(trial_id), metrics, step=step)
             lease.metrics, lease.step = metrics, int(step)
+            lease.progressed = self.clock()  # an epoch reported is progress
             return {"status": trial.status}
 
     def claim_end(self, worker: str, trial_id: str) -> dict[str, Any]:
@@ -481,7 +631,19 @@ class Chief:
         values = dict(item["values"])
         oracle = self.oracle
         cap = oracle.max_trials
-        oracle.populate_space = lambda trial_id: {"status": RUNNING, "values": dict(values)}
+
+        def rerun(trial_id):
+            if hasattr(oracle, "epochs_allotted"):
+                # A re-run trains its epochs again: they count against the epoch budget. The
+                # journaling oracle records this as the call's decision, so a reload agrees.
+                first = int(values.get("tuner/initial_epoch", 0) or 0)
+                last = int(values.get("tuner/epochs", first) or first)
+                oracle.epochs_allotted += max(0, last - first)
+                if hasattr(oracle, "_decision"):
+                    oracle._decision = {"rerun": item["origin"]}
+            return {"status": RUNNING, "values": {**values, RERUN_KEY: item["origin"]}}
+
+        oracle.populate_space = rerun
         if cap:
             oracle.max_trials = cap + 1  # a re-run does not use up the trial budget
         try:
@@ -501,32 +663,47 @@ class Chief:
         self._write_state()
         self._say(f"trial {trial.trial_id}: re-runs the values of trial {item['origin']} "
                   f"on {worker}")
-        return self.leases.grant(trial.trial_id, worker, values)
+        return self.leases.grant(trial.trial_id, worker, dict(trial.hyperparameters.values))
 
     def _end_in_oracle(self, trial_id: str, status: str, message: str | None,
                        count_failure: bool = True) -> None:
+        """End the trial in the oracle; ``count_failure=False`` for ends that say nothing
+        about the configuration (a lost worker): they neither count nor reset the failure run."""
         trial = self.oracle.trials[trial_id]
         trial.status = status
         trial.message = message
-        limit = self.oracle.max_consecutive_failed_trials
-        if not count_failure:  # a dead worker is not a failing configuration
-            self.oracle.max_consecutive_failed_trials = sys.maxsize
-        try:
-            with _unlocked_on_error(self.oracle):
-                self.oracle.end_trial(trial)
-        except RuntimeError as exc:  # keras-tuner: too many consecutive failed trials
-            self._abort(" ".join(str(exc).split()))
-            for tuner_id, ongoing in list(self.oracle.ongoing_trials.items()):
-                if ongoing.trial_id == trial_id:
-                    del self.oracle.ongoing_trials[tuner_id]
-            self._save_soon()
-        finally:
-            self.oracle.max_consecutive_failed_trials = limit
+        with _unlocked_on_error(self.oracle):
+            self.oracle.end_trial(trial)
         if trial.status == COMPLETED:
             self.counts["completed"] += 1
             self._consider_best(trial)
         else:
             self.counts["failed"] += 1
+        if not count_failure or trial.status == RUNNING:  # RUNNING: queued for a retry
+            return
+        if trial.status != FAILED:
+            self._consecutive_failures = 0
+            return
+        self._consecutive_failures += 1
+        limit = self.max_consecutive_failures
+        if limit and self._consecutive_failures >= limit:
+            self._abort(f"{self._consecutive_failures} consecutive trials failed (limit "
+                        f"--search.max_consecutive_failed_trials={limit}); the last: "
+                        + " ".join(str(message or "no message").split()))
+            self._save_soon()
+
+    def _count_consecutive_failures(self) -> int:
+        """The run of configuration failures at the end of the oracle's end order (resume):
+        trials the chief ended for a lost worker are skipped, as they were when they ended."""
+        count = 0
+        for trial_id in reversed(list(getattr(self.oracle, "end_order", ()))):
+            trial = self.oracle.trials.get(trial_id)
+            if trial is None or is_lost_worker_end(trial.message):
+                continue
+            if trial.status != FAILED:
+                break
+            count += 1
+        return count
 
     def _abort(self, reason: str) -> None:
         if self.aborted is None:
@@ -550,13 +727,32 @@ class Chief:
 
     def _expire_locked(self) -> list[str]:
         expired = self.leases.pop_expired()
+        stalled = self.leases.pop_stalled(self.stall_timeout) if self.stall_timeout else []
+        for lease in stalled:  # alive (heartbeats) but stuck: fail it, give its values on
+            self._node_hours_ended += self._lease_node_hours(lease)
+            error = f"no progress for {self.stall_timeout:g} s (worker {_worker_number(lease.worker)})"
+            self._requeue(lease, error)
+            self.counts["expired"] += 1
+            self._say(f"trial {lease.trial_id}: {error}; its values go to the next worker")
         if not expired:
-            return []
+            if stalled:
+                self._write_state()
+                self._save_soon()
+            return [lease.trial_id for lease in stalled]
         recorded = {r["trial_id"]: r for r in self._records() if r["event"] == "trial_end"}
         for lease in expired:
             self._node_hours_ended += self._lease_node_hours(lease)
             worker_id = _worker_number(lease.worker)
             record = recorded.get(lease.trial_id)
+            if record is not None and is_lost_worker_end(record.get("error")):
+                # the chief itself recorded this loss before a crash; finish what it began
+                self._end_in_oracle(lease.trial_id, FAILED, record["error"],
+                                    count_failure=False)
+                self._ended_by[lease.trial_id] = "chief"
+                if self.aborted is None:
+                    self._reissues.append({"origin": lease.trial_id,
+                                           "values": _without_rerun(lease.values)})
+                continue
             if record is not None:  # the worker wrote the end, then vanished: keep its word
                 self._end_in_oracle(lease.trial_id, record["status"], record.get("error"))
                 self._say(f"trial {lease.trial_id}: worker {worker_id} vanished after "
@@ -569,7 +765,7 @@ class Chief:
                       "without a heartbeat; its values go to the next worker")
         self._write_state()
         self._save_soon()
-        return [lease.trial_id for lease in expired]
+        return [lease.trial_id for lease in stalled + expired]
 
     def _requeue(self, lease: Lease, error: str) -> None:
         """End a trial whose worker will not finish it FAILED (``error``) and queue its values
@@ -578,7 +774,8 @@ class Chief:
         self._end_in_oracle(lease.trial_id, FAILED, error, count_failure=False)
         self._ended_by[lease.trial_id] = "chief"
         if self.aborted is None:
-            self._reissues.append({"origin": lease.trial_id, "values": lease.values})
+            self._reissues.append({"origin": lease.trial_id,
+                                   "values": _without_rerun(lease.values)})
 
     def _lease_node_hours(self, lease: Lease) -> float:
         return node_hours(max(0.0, self.clock() - lease.granted), self.nodes_per_worker)
@@ -591,6 +788,7 @@ class Chief:
         parent = values.get("tuner/trial_id")
         rung = values.get("tuner/rung", values.get("tuner/round"))
         wall = max(0.0, time.time() - lease.wall_start)
+        fault_point("chief.record_end")
         self.recorder.append(
             "trial_end", lease.trial_id, status=FAILED,
             parent_id=str(parent) if parent not in (None, "") else None,
@@ -603,6 +801,7 @@ class Chief:
             ranks=self.ranks_per_worker, node_hours=node_hours(wall, self.nodes_per_worker),
             error=error, target_epochs=int(values.get("tuner/epochs", self.default_epochs)),
             worker_id=_worker_number(lease.worker))
+        fault_point("chief.record_end+")
 
     # --- progress -----------------------------------------------------------------------------
 
@@ -674,15 +873,32 @@ class Chief:
 
     # --- serving ------------------------------------------------------------------------------
 
-    def start(self, address: str = "127.0.0.1:0") -> int:
-        """Start the gRPC server on ``HOST:PORT`` (port 0: a free one); the bound port."""
+    def start(self, address: str = "127.0.0.1:0", tls_cert: str | None = None,
+              tls_key: str | None = None) -> int:
+        """Start the gRPC server on ``HOST:PORT`` (port 0: a free one); the bound port.
+
+        ``tls_cert`` and ``tls_key`` (PEM files): serve over TLS, so the secret and the
+        results are not readable on the network (workers then need the certificate, see
+        :class:`tuners.distributed.worker.ChiefClient`); without them the port is plain TCP and the secret
+        only keeps out callers who cannot read the run directory.
+        """
         host, port = split_address(address)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.threads,
                                                         thread_name_prefix="chief-rpc"),
                              options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers((_generic_handler(self),))
         try:
-            bound = server.add_insecure_port(f"{host}:{port}")
+            if tls_cert or tls_key:
+                if not (tls_cert and tls_key):
+                    raise ChiefError("TLS needs both a certificate and its key")
+                with open(tls_key, "rb") as fh:
+                    key = fh.read()
+                with open(tls_cert, "rb") as fh:
+                    cert = fh.read()
+                credentials = grpc.ssl_server_credentials(((key, cert),))
+                bound = server.add_secure_port(f"{host}:{port}", credentials)
+            else:
+                bound = server.add_insecure_port(f"{host}:{port}")
         except RuntimeError:
             bound = 0
         if not bound:
@@ -767,7 +983,13 @@ def _unlocked_on_error(oracle):
 
 def _replace_file(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename (no fsync)."""
+    fault_point("oracle.save")
     atomic_write_text(path, text, fsync=False)
+    fault_point("oracle.save+")
+
+
+def _without_rerun(values: dict) -> dict:
+    return {k: v for k, v in values.items() if k != RERUN_KEY}
 
 
 def _worker_number(tuner_id: str) -> str:
@@ -788,13 +1010,33 @@ def _generic_handler(chief: Chief):
 
         def call(request: bytes, context: grpc.ServicerContext) -> bytes:
             metadata = dict(context.invocation_metadata())
+            # The secret first, in constant time; a refusal names neither the search nor the
+            # secret (the search id alone is public, e.g. a SLURM job id).
+            given = metadata.get(SECRET_KEY, "")
+            if not hmac.compare_digest(given.encode() if isinstance(given, str) else b"",
+                                       chief._secret_bytes):
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSED)
             search = metadata.get(SEARCH_ID_KEY)
             if search != chief.search_id:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"wrong search: this chief serves search {chief.search_id!r}, "
-                              f"the caller belongs to search {search!r}")
+                              f"wrong search: the caller belongs to search {search!r:.80}, "
+                              "this chief serves another one")
+            session = metadata.get(SESSION_KEY) or None
+            if session is not None and not _SESSION.match(session):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"{name}: session id is not 16 to 64 hex digits")
             try:
                 args = json.loads(request.decode() or "{}")
+                if not isinstance(args, dict):
+                    raise TypeError("the request is not a JSON object")
+                if "trial_id" in args and args["trial_id"] is not None:
+                    args["trial_id"] = check_trial_id(args["trial_id"])
+                if "worker" in args:
+                    parse_tuner_id(args["worker"])
+                    if "#" in str(args["worker"]):
+                        raise ValueError("a worker id may not carry a session; send it as "
+                                         "metadata")
+                    args["worker"] = holder_id(args["worker"], session)
                 result = method(**args)
             except PermissionError as exc:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"wrong search: {exc}")

@@ -7,8 +7,13 @@ worker renews its leases by heartbeats (and by any other call); a lease not rene
 
 A lease goes ACTIVE -> ENDING when its worker announces it is about to write the trial's final
 record (:meth:`LeaseTable.claim_end`), then disappears when the trial is ended
-(:meth:`LeaseTable.release`). An ENDING lease still expires if the worker vanishes before
-ending the trial; the chief then checks whether the record was written.
+(:meth:`LeaseTable.release`). An ENDING lease expires only after ``ending_timeout`` (five
+lease timeouts) without a word from its worker, so a slow worker's end does not race a FAILED
+end and a re-run of the same trial; the chief then keeps the end the worker wrote, if any.
+
+Liveness by progress: heartbeats carry the worker's progress counter (batches or epochs
+done); a lease whose counter has not moved for ``stall_timeout`` seconds is a hung trial
+(:meth:`LeaseTable.pop_stalled`), whether or not its heartbeats still come.
 
 Pure Python, no I/O, no threads: the chief serialises access with its own lock. The clock is
 injectable so tests drive time by hand.
@@ -42,6 +47,8 @@ class Lease:
     state: str = ACTIVE
     metrics: dict = dataclasses.field(default_factory=dict)  # last reported by the worker
     step: int | None = None  # epoch of the last report
+    progress: int = 0  # the worker's progress counter (batches/epochs done), from heartbeats
+    progressed: float = 0.0  # clock time the counter last moved (or the lease was granted)
 
     def age(self, now: float) -> float:
         return now - self.granted
@@ -57,11 +64,14 @@ class LeaseTable:
     """
 
     def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time):
+                 wall_clock: Callable[[], float] = time.time, ending_factor: float = 5.0):
         if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"lease timeout must be a finite number of seconds > 0, "
                              f"got {timeout!r}")
         self.timeout = float(timeout)
+        # an ENDING lease's worker was last heard announcing the end; it only expires after
+        # this much longer silence (a worker that died while writing its end)
+        self.ending_timeout = float(timeout) * float(ending_factor)
         self.clock = clock
         self.wall_clock = wall_clock
         self._leases: dict[str, Lease] = {}
@@ -102,7 +112,7 @@ class LeaseTable:
         if current is not None and current.worker != worker:
             raise LeaseError(f"trial {trial_id} is leased to {current.worker}, not {worker}")
         lease = Lease(trial_id=str(trial_id), worker=worker, values=dict(values), granted=now,
-                      renewed=now, wall_start=self.wall_clock())
+                      renewed=now, wall_start=self.wall_clock(), progressed=now)
         self._leases[lease.trial_id] = lease
         self._by_worker.setdefault(worker, set()).add(lease.trial_id)
         return lease
@@ -131,15 +141,39 @@ class LeaseTable:
         lease.state = ENDING
         return lease
 
+    def advance(self, trial_id: str, progress: int) -> bool:
+        """The holder reports its progress counter; True if it moved since the last report."""
+        lease = self._leases.get(trial_id)
+        if lease is None or int(progress) == lease.progress:
+            return False
+        lease.progress = int(progress)
+        lease.progressed = self.clock()
+        return True
+
+    def pop_stalled(self, stall_timeout: float) -> list[Lease]:
+        """Remove and return the ACTIVE leases whose progress has not moved for
+        ``stall_timeout`` seconds (renewed or not), oldest first. ENDING leases are left alone:
+        their trial is being recorded."""
+        now = self.clock()
+        stalled = [lease for lease in self._leases.values() if lease.state == ACTIVE
+                   and now - lease.progressed > stall_timeout]
+        for lease in stalled:
+            self._drop(lease.trial_id)
+        return sorted(stalled, key=lambda lease: lease.granted)
+
     def release(self, trial_id: str) -> Lease | None:
         """The trial ended: drop its lease (None if there was none)."""
         return self._drop(str(trial_id))
 
     def pop_expired(self) -> list[Lease]:
-        """Remove and return the leases not renewed for ``timeout`` seconds, oldest first."""
+        """Remove and return the ACTIVE leases not renewed for ``timeout`` seconds, oldest
+        first. An ENDING lease (its worker was granted the end claim and is writing the
+        trial's end) is given ``ending_timeout`` (5 x ``timeout``) instead, so a slow end
+        does not race a FAILED one; the chief then keeps the end the worker wrote, if any."""
         now = self.clock()
         expired = [lease for lease in self._leases.values()
-                   if now - lease.renewed > self.timeout]
+                   if now - lease.renewed > (self.timeout if lease.state == ACTIVE
+                                             else self.ending_timeout)]
         for lease in expired:
             self._drop(lease.trial_id)
         return sorted(expired, key=lambda lease: lease.granted)
