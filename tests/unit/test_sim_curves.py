@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.curves import (
+from benchmark.sim.curves import (
     CurveError,
     CurveTable,
     Surrogate,
@@ -206,7 +206,7 @@ class FakeResult:
 
 
 def test_record_curves_writes_the_table_resumes_and_leaves_out_failures(tmp_path):
-    from benchmark import record_curves
+    from benchmark.sim import record as record_curves
 
     calls = []
 
@@ -243,7 +243,7 @@ def test_record_curves_writes_the_table_resumes_and_leaves_out_failures(tmp_path
 def test_record_curves_runs_jobs_at_once_and_writes_the_table_in_order(tmp_path, monkeypatch):
     import threading
 
-    from benchmark import record_curves
+    from benchmark.sim import record as record_curves
 
     running, peak, lock = [0], [0], threading.Lock()
 
@@ -273,7 +273,7 @@ def test_record_curves_runs_jobs_at_once_and_writes_the_table_in_order(tmp_path,
 
 
 def test_configuration_draws_depend_on_seed_and_index_only():
-    from benchmark import record_curves
+    from benchmark.sim import record as record_curves
 
     space = build_space("reduced")
     five = record_curves.sample_configurations(space, 5, 3)
@@ -284,7 +284,7 @@ def test_configuration_draws_depend_on_seed_and_index_only():
 @pytest.mark.slow
 def test_record_curves_trains_the_real_model_in_a_child_process(tmp_path):
     """A real MLPF training on synthetic events (minutes on two cores)."""
-    from benchmark import record_curves
+    from benchmark.sim import record as record_curves
 
     out = tmp_path / "real.csv"
     logs = []
@@ -297,7 +297,7 @@ def test_record_curves_trains_the_real_model_in_a_child_process(tmp_path):
 
 
 def test_extrapolation_of_a_steep_positive_curve_stays_positive_and_decreasing():
-    from benchmark.curves import RecordedCurve
+    from benchmark.sim.curves import RecordedCurve
 
     steep = np.array([2619.0, 1500.0, 1100.0, 900.0, 760.0, 660.0, 590.0, 540.0, 500.0, 475.0])
     a, b, c = fit_power_law(steep)

@@ -2,7 +2,7 @@
 
 The real oracles (keras-tuner's RandomSearchOracle and HyperbandOracle, our ASHA and ASHA+BO
 from :func:`tuners.oracles.make_oracle`) take every decision; workers, epochs and losses are
-simulated (:mod:`benchmark.simcluster`, :mod:`benchmark.curves`). Every (tuner, workers, seed)
+simulated (:mod:`benchmark.sim.engine`, :mod:`benchmark.sim.curves`). Every (tuner, workers, seed)
 gets a run directory ``sim-<tuner>-w<workers>-s<seed>`` that the reports read like a real one:
 
 ``params.yaml``   the config tree (``benchmark.config.write_params``) with ``simulated: true``
@@ -39,7 +39,7 @@ ASHA's first configurations are Random's first ones), and the same loss noise;
 ``--nocommon_draws`` gives every tuner its own oracle seed (seed + 100000 x (1 + tuner index),
 kept in ``simulation.json`` as ``oracle_seed``; ``search.seed`` stays the pairing seed). ``per_seed.csv`` holds the per-seed numbers.
 
-    python -m benchmark.simulate --tuner=random,hyperband,asha,asha_bo --preset=paper \
+    python -m benchmark.sim.replay --tuner=random,hyperband,asha,asha_bo --preset=paper \
         --seeds=20 --output_dir=runs/sim
 """
 
@@ -58,8 +58,8 @@ import numpy as np
 from absl import app, flags
 
 from benchmark.config import Config, LaunchConfig, write_params
-from benchmark.curves import Surrogate, configuration, load_curves
-from benchmark.simcluster import SimCluster, SimResult, TrialRun, quiet_oracle
+from benchmark.sim.curves import Surrogate, configuration, load_curves
+from benchmark.sim.engine import SimCluster, SimResult, TrialRun, quiet_oracle
 from mlpf_tf.configbase import ConfigError, atomic_write_text
 from tuners import mllog
 from tuners.config import TUNERS, SearchConfig
@@ -310,7 +310,7 @@ def replay_run(run_dir: str, workers: int = 1, max_trials: int | None = None) ->
     worker the decisions must equal :func:`run_decisions` of the run, trial by trial.
     """
     from benchmark.config import load_params
-    from benchmark.curves import RunCurves
+    from benchmark.sim.curves import RunCurves
     from tuners.oracles import make_oracle
     from tuners.space import build_space
 
@@ -433,7 +433,7 @@ def define_flags() -> None:
     flags.DEFINE_list("workers", None, "worker counts (default: the preset's)")
     flags.DEFINE_integer("seeds", None, "number of seeds, first_seed .. first_seed+seeds-1")
     flags.DEFINE_integer("first_seed", None, "first seed (>= 1)")
-    flags.DEFINE_string("curves", "", "learning-curve table (CSV, see benchmark.curves); "
+    flags.DEFINE_string("curves", "", "learning-curve table (CSV, see benchmark.sim.curves); "
                         "empty = the parametric surrogate")
     flags.DEFINE_enum("preset", "paper", list(PRESETS), "simulated setting")
     flags.DEFINE_string("output_dir", "runs/simulated", "parent of the run directories")

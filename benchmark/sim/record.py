@@ -1,11 +1,11 @@
-"""Record real MLPF learning curves into the table that ``benchmark.simulate --curves`` replays.
+"""Record real MLPF learning curves into the table that ``benchmark.sim.replay --curves`` replays.
 
 Configurations are drawn at random (seeded) from a search space of :mod:`tuners.space`; each
 is trained from scratch with :func:`mlpf_tf.train.train` for ``--epochs`` epochs on the data,
 model and training sections of a registered experiment (default ``smoke``: synthetic events and
 a reduced graph network, so a configuration takes seconds to minutes on two cores). After each
 epoch the validation loss and the epoch's wall seconds are kept; after each configuration the
-whole table is rewritten atomically (format in :mod:`benchmark.curves`), so an interrupted
+whole table is rewritten atomically (format in :mod:`benchmark.sim.curves`), so an interrupted
 recording keeps what it finished and a rerun with the same flags skips the configurations
 already complete (``config_id`` = ``c<index>``; index i is always the i-th draw of the seed).
 
@@ -14,8 +14,8 @@ whose values the model rejects, is reported and left out (the table holds finite
 By default (``--isolate``) each configuration trains in a fresh child process, so no
 TensorFlow or data-pipeline state carries over from one training to the next.
 
-    python -m benchmark.record_curves --experiment=smoke --space=reduced --configs=256 \
-        --epochs=30 --jobs=2 --threads=1 --output=benchmark/data/curves_synthetic.csv
+    python -m benchmark.sim.record --experiment=smoke --space=reduced --configs=256 \
+        --epochs=30 --jobs=2 --threads=1 --output=benchmark/sim/data/curves_synthetic.csv
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 from absl import app, flags
 
-from benchmark.curves import TABLE_COLUMNS, CurveError, configuration, write_curves
+from benchmark.sim.curves import TABLE_COLUMNS, CurveError, configuration, write_curves
 
 FLAGS = flags.FLAGS
 
@@ -85,7 +85,7 @@ def record_in_child(index: int, experiment: str, space_name: str, configs: int, 
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rows.json")
-        cmd = [sys.executable, "-m", "benchmark.record_curves", f"--experiment={experiment}",
+        cmd = [sys.executable, "-m", "benchmark.sim.record", f"--experiment={experiment}",
                f"--space={space_name}", f"--configs={configs}", f"--epochs={epochs}",
                f"--seed={seed}", f"--threads={threads}", f"--index={index}",
                f"--rows_out={out}"]
@@ -103,7 +103,7 @@ def existing_rows(path: str) -> list[dict[str, Any]]:
         return []
     import pandas as pd
 
-    from benchmark.curves import load_curves
+    from benchmark.sim.curves import load_curves
 
     load_curves(path)  # validates; raises CurveError naming the file
     return pd.read_csv(path).to_dict("records")

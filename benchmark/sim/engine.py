@@ -17,7 +17,7 @@ as a job killed at its wall-time limit).
 Trials follow keras-tuner's reserved hyperparameters: ``tuner/epochs`` is the epoch count to
 reach (default: ``max_epochs``), ``tuner/initial_epoch`` where training resumes (default 0)
 and ``tuner/trial_id`` the parent whose checkpoint would be loaded. Losses come from a
-:class:`benchmark.curves.CurveModel` (any object with ``val_losses`` and ``epoch_seconds`` -
+:class:`benchmark.sim.curves.CurveModel` (any object with ``val_losses`` and ``epoch_seconds`` -
 injectable, e.g. a plain function wrapped in :class:`FunctionCurves`), so a continuation sees
 the losses its parent would have reached.
 
@@ -48,7 +48,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from benchmark.curves import configuration
+from benchmark.sim.curves import configuration
 
 RUNNING, IDLE, STOPPED = "RUNNING", "IDLE", "STOPPED"
 NODE_HOURS = "node_hours"  # cumulative trial cost reported with the objective

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from keras_tuner.src.engine import trial as trial_module
 
-from benchmark import simulate
-from benchmark.curves import Surrogate
-from benchmark.simcluster import (
+from benchmark.sim import replay as simulate
+from benchmark.sim.curves import Surrogate
+from benchmark.sim.engine import (
     FunctionCurves,
     SimCluster,
     SimulationError,
