@@ -130,7 +130,12 @@ def test_table_round_trip_nearest_lookup_and_extrapolation(tmp_path):
     assert table.val_losses(near0, 0, 5) == pytest.approx([1.0 + 1.0 / e for e in range(1, 6)])
     assert table.val_losses(near1, 2, 4) == pytest.approx([2.0 * (1 + 1 / 3), 2.0 * 1.25])
     assert table.epoch_seconds(near1) == 20.0
-    # Beyond the recording: the fitted power law, joined continuously, still decreasing.
+    # Beyond the recording: refused unless asked for ...
+    with pytest.raises(CurveError, match="configuration c0 is recorded for 5 epochs, 30 asked; "
+                       "refusing to extrapolate"):
+        table.val_losses(near0, 0, 30)
+    # ... then the fitted power law, joined continuously, still decreasing.
+    table = load_curves(path, space=space(), extrapolate="power_law")
     longer = table.val_losses(near0, 0, 30)
     assert longer[:5] == pytest.approx(table.val_losses(near0, 0, 5))
     assert np.all(np.diff(longer) < 0)
@@ -149,7 +154,7 @@ def test_extrapolation_never_passes_the_best_recorded_curve(tmp_path):
                   "epoch_seconds": 1.0} for e in range(1, 6)]
     path = tmp_path / "curves.csv"
     write_curves(path, rows)
-    table = load_curves(path)
+    table = load_curves(path, extrapolate="power_law")
     best = table.val_losses({"lr": 1e-3}, 0, 30)
     steep = table.val_losses({"lr": 1e-2}, 0, 30)
     assert steep[:5] == pytest.approx([8.0 / e for e in range(1, 6)])
