@@ -270,7 +270,10 @@ def test_record_curves_runs_jobs_at_once_and_writes_the_table_in_order(tmp_path,
                          log=logs.append)
     assert peak[0] == 3
     assert [line.split(":")[0] for line in logs] == ["[1/3] c002", "[2/3] c001", "[3/3] c000"]
-    frame = pd.read_csv(out)
+    from benchmark.sim.curves import table_frame
+
+    header, frame = table_frame(out)
+    assert header["shard"] == "0/1" and header["configs"] == 3
     assert list(zip(frame.config_id, frame.epoch)) == [
         ("c000", 1), ("c000", 2), ("c001", 1), ("c001", 2), ("c002", 1), ("c002", 2)]
     with pytest.raises(CurveError, match=r"--jobs=2: must be >= 1, and > 1 needs --isolate"):
