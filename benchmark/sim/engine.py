@@ -220,7 +220,9 @@ class SimResult:
     workers: int
     nodes_per_worker: float
     stop_reason: str
-    best_curve: list[tuple[float, float]]   # (time, best loss so far) at each improvement
+    #: (time, best trial result so far) at each improvement; a trial's result is its objective
+    #: at its last epoch (as every oracle and report scores it), known when the trial ends
+    best_curve: list[tuple[float, float]]
     events: int
     chief_nodes: float = 0.0                # nodes the chief holds of its own
 
@@ -409,9 +411,13 @@ class SimCluster:
                                       f"{self.tuner_ids[worker]}")
 
         def finish(worker: int, t: float) -> None:
+            nonlocal best
             run = running.pop(worker)
             trial = trial_objs.pop(worker)
             run.end = t
+            if run.epochs_done and run.losses[run.epochs_done - 1] < best:
+                best = run.losses[run.epochs_done - 1]
+                best_curve.append((t, best))
             # Nothing to train (tuner/epochs == tuner/initial_epoch) fails, as in the real runner.
             run.status = "COMPLETED" if run.epochs_done else "FAILED"
             trial.status = run.status
@@ -442,9 +448,6 @@ class SimCluster:
             updated = oracle.update_trial(run.trial_id, {self.objective: loss, NODE_HOURS: spent},
                                           step=epoch)
             self._record("epoch", run, time=t, epoch=epoch, loss=loss)
-            if loss < best:
-                best = loss
-                best_curve.append((t, loss))
             stop_early = getattr(updated, "status", None) == STOPPED
             if epoch >= run.target_epochs or stop_early:
                 finish(worker, t)

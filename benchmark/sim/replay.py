@@ -364,14 +364,22 @@ def per_seed_table(runs: Sequence[RunSummary], budget_node_hours: float):
     """One row per run: best loss, Random's target for its seed, node-hours to reach it."""
     import pandas as pd
 
+    from reports.stats import quantile
+    from reports.tables import TARGET_QUANTILE
+
     target = {(r.workers, r.seed): r.result.best_loss for r in runs if r.tuner == "random"}
+    pooled = {w: quantile([r.result.best_loss for r in runs if r.workers == w], TARGET_QUANTILE)
+              for w in {r.workers for r in runs}}
     rows = []
     for r in runs:
         goal = target.get((r.workers, r.seed), math.nan)
         nh = r.result.node_hours_to_reach(goal) if math.isfinite(goal) else math.nan
+        fixed = pooled[r.workers]
         rows.append({"tuner": r.tuner, "workers": r.workers, "seed": r.seed,
                      "best_loss": r.result.best_loss, "random_best_loss": goal,
-                     "node_hours_to_random_best": nh,
+                     "node_hours_to_random_best": nh, "pooled_target": fixed,
+                     "node_hours_to_pooled_target": (r.result.node_hours_to_reach(fixed)
+                                                     if math.isfinite(fixed) else math.nan),
                      "fraction_of_random_budget": nh / budget_node_hours,
                      "allocated_node_hours": r.result.allocated_node_hours,
                      "trials": len(r.result.trials), "epochs": r.result.epochs,
@@ -420,6 +428,44 @@ def comparison_table(per_seed):
                      "trials_median": float(group["trials"].median()),
                      "busy_fraction_median": float(group["busy_fraction"].median())})
     return pd.DataFrame(rows)
+
+
+def interval_table(per_seed):
+    """Per (workers, tuner) against a target fixed in advance (the pooled-quantile rule of
+    :mod:`reports.tables`: a quantile of the final losses of every run at that scale): the
+    allocated node-hours to reach it and the final loss, medians with bootstrap 95% intervals
+    over seeds (:func:`reports.stats.bootstrap_median`); never reaching it counts as inf."""
+    import pandas as pd
+
+    from reports.stats import bootstrap_median
+
+    rows = []
+    order = {t: i for i, t in enumerate(TUNERS)}
+    for (workers, tuner), group in sorted(per_seed.groupby(["workers", "tuner"]),
+                                          key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
+        nh = bootstrap_median(group["node_hours_to_pooled_target"])
+        loss = bootstrap_median(group["best_loss"])
+        rows.append({"workers": workers, "tuner": tuner, "seeds": len(group),
+                     "target": float(group["pooled_target"].iloc[0]),
+                     "reached": int(np.isfinite(group["node_hours_to_pooled_target"]).sum()),
+                     "nh_to_target": nh[0], "nh_low": nh[1], "nh_high": nh[2],
+                     "final_loss": loss[0], "loss_low": loss[1], "loss_high": loss[2]})
+    return pd.DataFrame(rows)
+
+
+def interval_markdown(table) -> str:
+    from reports.tables import TARGET_QUANTILE
+
+    head = (f"Target fixed in advance: the {TARGET_QUANTILE:g} quantile of the final losses of "
+            "every run at that worker count (all tuners, all seeds). Medians over seeds with "
+            "bootstrap 95% intervals.\n\n"
+            "| workers | tuner | target | allocated node-hours to target [95% CI] | reached | "
+            "final loss [95% CI] |\n|---|---|---|---|---|---|\n")
+    lines = [f"| {r.workers} | {r.tuner} | {r.target:.4f} | {_fmt(r.nh_to_target, 2)} "
+             f"[{_fmt(r.nh_low, 2)}, {_fmt(r.nh_high, 2)}] | {r.reached}/{r.seeds} | "
+             f"{r.final_loss:.4f} [{r.loss_low:.4f}, {r.loss_high:.4f}] |"
+             for r in table.itertuples()]
+    return head + "\n".join(lines) + "\n"
 
 
 def markdown_table(table, budget_node_hours: float) -> str:
@@ -706,6 +752,11 @@ def write_tables(per_seed, setup: Setup, output_dir: str, source: str, extra: st
     table = comparison_table(per_seed)
     text = markdown_table(table, setup.budget_node_hours)
     os.makedirs(output_dir, exist_ok=True)
+    if "node_hours_to_pooled_target" in per_seed:
+        intervals = interval_table(per_seed)
+        text = interval_markdown(intervals) + "\nAgainst Random's best of each seed:\n\n" + text
+        atomic_write_text(os.path.join(output_dir, "intervals.csv"),
+                          intervals.to_csv(index=False))
     atomic_write_text(os.path.join(output_dir, "per_seed.csv"), per_seed.to_csv(index=False))
     atomic_write_text(os.path.join(output_dir, "comparison.csv"), table.to_csv(index=False))
     title = (f"Simulated searches (preset {setup.preset}: max {setup.max_epochs} epochs, grace "

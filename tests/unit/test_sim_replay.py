@@ -263,6 +263,19 @@ def test_comparison_uses_randoms_best_per_seed():
     assert "| 2 | asha | 1.0 [1.0, never] | 0.250 | 0.33 [0.33, never] | 1/2 |" in (
         simulate.markdown_table(table, 4.0))
     assert np.isclose(table[table.tuner == "random"].iloc[0].best_loss_median, 1.0)
+    # a target fixed in advance: the median of the pooled final losses 1.0, 1.2, 1.4, 1.5
+    assert per_seed.pooled_target.tolist() == pytest.approx([1.3] * 4)
+    fixed = dict(zip(zip(per_seed.tuner, per_seed.seed), per_seed.node_hours_to_pooled_target))
+    assert fixed == {("random", 1): math.inf, ("asha", 1): math.inf, ("random", 2): 2.0,
+                     ("asha", 2): 1.0}
+    intervals = simulate.interval_table(per_seed).set_index("tuner")
+    # one of two seeds reached it: the median is inf, the interval runs from the finite one
+    assert (intervals.loc["asha", "nh_to_target"], intervals.loc["asha", "nh_low"],
+            intervals.loc["asha", "nh_high"], intervals.loc["asha", "reached"]) == (
+                math.inf, 1.0, math.inf, 1)
+    assert intervals.loc["random", "final_loss"] == pytest.approx(1.25)
+    text = simulate.interval_markdown(intervals.reset_index())
+    assert "| 2 | asha | 1.3000 | never [1.00, never] | 1/2 | 1.3000 [1.2000, 1.4000] |" in text
 
 
 def test_hyperband_on_the_reference_space_fills_the_budget():
