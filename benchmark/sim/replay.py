@@ -40,8 +40,12 @@ the recorded length and the report adds a sensitivity table (the tuners' ranking
 without extrapolation). Per-epoch noise is drawn around the recorded curve, seeded by the seed
 and the recorded configuration.
 
-Comparison (printed and written as ``comparison.csv`` / ``comparison.md`` in the output dir):
-per seed, the target is the best loss Random Search reached with its whole budget; per tuner
+Comparison (printed and written as ``comparison.csv`` / ``comparison.md`` in the output dir).
+A trial's result is its loss at its last epoch; a run's best loss is the best such result so
+far. First (``intervals.csv``), against a target fixed in advance by the report's rule (the
+:data:`reports.tables.TARGET_QUANTILE` quantile of the final losses of every run at that worker
+count): per tuner the allocated node-hours to reach it and the final loss, medians over seeds
+with bootstrap 95% intervals (:mod:`reports.stats`). Then, per seed, the target is the best loss Random Search reached with its whole budget; per tuner
 the median and inter-quartile range over seeds of the allocated node-hours until its best loss
 first reaches that target (seeds where it never does count as infinite, and the number of
 seeds that reach it is shown), the same as a fraction of Random's budget, the per-seed ratio to
