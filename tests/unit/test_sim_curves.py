@@ -299,8 +299,9 @@ def test_record_curves_trains_the_real_model_in_a_child_process(tmp_path):
     record_curves.record("smoke", "reduced", 1, 2, 1, str(out), threads=2, isolate=True,
                          log=logs.append)
     table = load_curves(out, space=build_space("reduced"))
-    assert logs[0].startswith("c000: 2 epochs in")
+    assert logs[0].startswith("[1/1] c000: 2 epochs in")
     assert len(table.curves) == 1 and len(table.curves[0].losses) == 2
+    assert table.curves[0].restore_seconds > table.curves[0].setup_seconds > 0
     assert np.all(np.isfinite(table.curves[0].losses)) and table.curves[0].epoch_seconds > 0
 
 
