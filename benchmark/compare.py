@@ -232,24 +232,25 @@ def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 class Display:
-    """Progress lines: rewritten in place on a terminal, one line per change otherwise."""
+    """Progress lines: rewritten in place on a terminal; otherwise one line per change of a
+    search's state, or every ``min_interval`` seconds per search (``slot``: which search)."""
 
     def __init__(self, out: TextIO, min_interval: float = 15.0):
         self.out = out
         self.tty = bool(getattr(out, "isatty", lambda: False)())
         self.min_interval = min_interval
-        self._last_text = ""
-        self._last_time = -math.inf
+        self._last: dict[Any, tuple[Any, float]] = {}  # slot -> (key, time printed)
 
-    def update(self, text: str, key: Any = None) -> None:
+    def update(self, text: str, key: Any = None, slot: Any = None) -> None:
         if self.tty:
             self.out.write("\r\033[K" + text)
             self.out.flush()
             return
         now = time.monotonic()
-        if key != self._last_text or now - self._last_time >= self.min_interval:
+        last_key, last_time = self._last.get(slot, (object(), -math.inf))
+        if key != last_key or now - last_time >= self.min_interval:
             print(text, file=self.out, flush=True)
-            self._last_text, self._last_time = key, now
+            self._last[slot] = (key, now)
 
     def finish(self, text: str) -> None:
         if self.tty:
@@ -363,7 +364,7 @@ def run_searches(searches: Sequence[Search], output_dir: str, *, budget_node_hou
                 trials, best = progress_of(r.run_dir, objective)
                 display.update(progress_line(r.index + 1, total, r.search, trials, best,
                                              elapsed, eta(running), objective),
-                               key=(r.index, trials, best))
+                               key=(trials, best), slot=r.index)
                 continue
             running.remove(r)
             r.log_file.close()

@@ -143,7 +143,8 @@ def _target_label(chosen: dict, q: float) -> str:
     how = {h for _, h in chosen.values()}
     if how == {"--target_loss"}:
         return "target (--target_loss)"
-    return f"target: {q:g} quantile of pooled final losses"
+    return ("target: median of pooled finals" if q == 0.5 else
+            f"target: {q:g} quantile of pooled finals")
 
 
 def fmt_ci(row, name: str, digits: int = 3) -> str:
@@ -194,37 +195,52 @@ def headline_table(summary: pd.DataFrame, baseline: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: seeds (or seed pairs) below which no interval is taken as evidence of a difference
+MIN_EVIDENCE = 5
+
+
 def verdict(summary: pd.DataFrame, baseline: str) -> str:
-    """One paragraph: what these runs can and cannot support."""
+    """One paragraph: what these runs can and cannot support.
+
+    Non-overlapping intervals count as evidence only with at least ``MIN_EVIDENCE`` seeds
+    (pairs, for speedups): a bootstrap over fewer values can only return those values, so two
+    seeds that agree give an interval of almost zero width.
+    """
     parts = []
     seeds = sorted({int(n) for n in summary["seeds"]})
     scales = sorted({float(s) for s in summary["scale"]})
     for scale in scales:
         rows = summary[summary["scale"] == scale]
+        enough = rows[rows["seeds"] >= MIN_EVIDENCE]
         separated = []
-        for _, a in rows.iterrows():
-            for _, b in rows.iterrows():
+        for _, a in enough.iterrows():
+            for _, b in enough.iterrows():
                 if a["final_loss_hi"] < b["final_loss_lo"]:
                     separated.append(f"{a['tuner']} below {b['tuner']}")
         speed = [f"{r['tuner']} ({fmt_ci(r, f'speedup_vs_{baseline}')})"
                  for _, r in rows.iterrows() if not tables.is_tuner(r["tuner"], baseline)
-                 and r["speedup_pairs"] and (r[f"speedup_vs_{baseline}_lo"] > 1
-                                             or r[f"speedup_vs_{baseline}_hi"] < 1)]
-        if separated:
+                 and r["speedup_pairs"] >= MIN_EVIDENCE
+                 and (r[f"speedup_vs_{baseline}_lo"] > 1 or r[f"speedup_vs_{baseline}_hi"] < 1)]
+        if enough.empty:
+            text = (f"at scale {fmt(scale)} no tuner has {MIN_EVIDENCE} seeds, too few for "
+                    "its intervals to rank the tuners: read the table as a check of the "
+                    "pipeline, not a ranking")
+        elif separated:
             text = (f"at scale {fmt(scale)} the 95% intervals of the final loss separate "
                     + ", ".join(separated))
         else:
             text = (f"at scale {fmt(scale)} the 95% intervals of the final loss of all tuners "
                     "overlap, so these runs do not rank the tuners by final loss")
         text += ("; speedups whose interval excludes 1: " + ", ".join(speed) if speed
-                 else f"; no speedup vs {baseline} has an interval that excludes 1")
+                 else f"; no speedup vs {baseline} rests on {MIN_EVIDENCE} or more seed pairs "
+                 "with an interval that excludes 1")
         parts.append(text)
     n_text = "/".join(map(str, seeds))
     return (f"What these runs support: with {n_text} seed(s) per tuner and scale, "
             + "; ".join(parts) + ". They say nothing about scales not run "
             f"(run: {', '.join(fmt(s) for s in scales)}), and a ranking at this budget and "
-            "model size need not hold at another; intervals from fewer than 5 seeds are coarse "
-            "(a bootstrap over 3 values can only take those values).")
+            f"model size need not hold at another; intervals from fewer than {MIN_EVIDENCE} "
+            "seeds are coarse (a bootstrap over 3 values can only take those values).")
 
 
 def _baseline_name(runs: list[Run], baseline: str) -> str:

@@ -199,13 +199,20 @@ def _epoch_frame(records: list[dict], objective: str, run_start: float,
     df = df.sort_values("time", kind="stable").reset_index(drop=True)
     df["cum_trial_node_hours"] = df["node_hours"].cumsum()
     df["best_so_far"] = df["objective"].where(np.isfinite(df["objective"])).cummin().ffill()
+    _add_allocation(df, run_start, timing, nodes_held)
+    return df
+
+
+def _add_allocation(df: pd.DataFrame, run_start: float, timing: mllog.RunTiming | None,
+                    nodes_held: float) -> None:
+    """Columns ``alloc_node_hours`` and ``elapsed_seconds`` at each row's ``time``: from the
+    log's segments, else from the run start on ``nodes_held`` nodes."""
     if timing is not None:
         df["alloc_node_hours"] = [timing.allocated_node_hours_until(t) for t in df["time"]]
         df["elapsed_seconds"] = [timing.elapsed_seconds(t) for t in df["time"]]
     else:
         df["elapsed_seconds"] = (df["time"] - run_start).clip(lower=0.0)
         df["alloc_node_hours"] = df["elapsed_seconds"] * nodes_held / 3600.0
-    return df
 
 
 def _trial_frame(records: list[dict]) -> pd.DataFrame:
@@ -247,12 +254,7 @@ def _result_frame(records: list[dict], objective: str, run_start: float,
     df = pd.DataFrame(rows, columns=cols).astype({"time": float, "objective": float})
     df = df.sort_values("time", kind="stable").reset_index(drop=True)
     df["best_so_far"] = df["objective"].where(np.isfinite(df["objective"])).cummin()
-    if timing is not None:
-        df["alloc_node_hours"] = [timing.allocated_node_hours_until(t) for t in df["time"]]
-        df["elapsed_seconds"] = [timing.elapsed_seconds(t) for t in df["time"]]
-    else:
-        df["elapsed_seconds"] = (df["time"] - run_start).clip(lower=0.0)
-        df["alloc_node_hours"] = df["elapsed_seconds"] * nodes_held / 3600.0
+    _add_allocation(df, run_start, timing, nodes_held)
     if epochs is not None and len(epochs):
         times = epochs["time"].to_numpy(dtype=float)
         cum = epochs["cum_trial_node_hours"].to_numpy(dtype=float)

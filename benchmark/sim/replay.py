@@ -18,8 +18,8 @@ Files are written whole and atomically at the end of each run.
 Budget: as in the real searches (:mod:`tuners.budget`), charged on ALLOCATED node-hours: the
 ``workers x nodes_per_worker`` nodes (plus the chief's with ``--chief_node``) from the start,
 idle or not; no new trial once the budget is spent, running trials finish. It is the only
-limit (random: ``max_trials`` is set to 10**6; Hyperband: ``hyperband_iterations`` 1000), and
-every run writes which limit stopped it (``stopped_by`` in the log's ``run_stop``).
+limit (no trial cap; Hyperband iterates until the allocation is spent), and every run writes
+which limit stopped it (``stopped_by`` in the log's ``run_stop``).
 
 Presets, named for the study whose scheduler settings they replay (one definition each, in
 :data:`benchmark.experiments.SCHEDULER_SETTINGS`, shared with ``benchmark.run``): ``delphes``
@@ -84,8 +84,6 @@ from tuners.records import SCHEMA_VERSION, TRIALS_FILE
 
 SIM_EPOCH = 1_600_000_000.0  # unix time of the simulated start of every run
 SIM_FILE = "simulation.json"
-RANDOM_MAX_TRIALS = 10**6
-HYPERBAND_ITERATIONS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,9 +137,10 @@ def search_config(setup: Setup, tuner: str, seed: int) -> SearchConfig:
         tuner=tuner, max_epochs=setup.max_epochs, min_epochs=setup.min_epochs,
         reduction_factor=setup.reduction_factor, brackets=setup.brackets,
         num_initial_points=setup.num_initial_points,
-        max_trials=RANDOM_MAX_TRIALS if tuner == "random" else 0,
-        node_hour_budget=setup.budget_node_hours,
-        hyperband_iterations=HYPERBAND_ITERATIONS, seed=seed, space=setup.space)
+        # the budget is the only limit, as in a real comparison: no trial cap, Hyperband
+        # iterates until the simulated allocation is spent
+        max_trials=0, node_hour_budget=setup.budget_node_hours, hyperband_iterations=0,
+        seed=seed, space=setup.space)
     cfg.validate()
     return cfg
 

@@ -202,8 +202,10 @@ def test_budget_is_the_presets_and_required():
 def test_setup_section_lists_every_search():
     outcomes = [compare.Outcome("a", "ok", 0, 12.4, 30.2, 3, 1.5, "written"),
                 compare.Outcome("b", "failed", 1, 2.0, 1.0, 0, None)]
-    lines = compare.setup_section("compare", 0.0125, [1, 2], outcomes, 75)
-    assert "same budget of 0.0125 node-hours (45 node-seconds)" in lines[2]
+    lines = compare.setup_section("compare", 0.0125, [1, 2], outcomes, 75, [1, 2, 3], 2)
+    assert "same budget of 0.0125 allocated node-hours (45 node-seconds" in lines[2]
+    assert "seeds 1, 2, 3 per tuner and scale" in lines[2]
+    assert "and no other limit" in lines[2] and "2 search(es) ran side by side" in lines[2]
     assert "1m15s wall; 31 s CPU" in lines[4]
     assert lines[-3:] == ["| a | ok | 3 | 1.5 | 12 | 30 | written |",
                           "| b | failed | 0 | - | 2 | 1 | - |", ""]

@@ -227,3 +227,23 @@ def test_report_cli_without_valid_runs_exits_1(tmp_path, capsys):
     assert "nothing: not a directory; run skipped" in err
     assert "error: no valid run directory" in err
     assert report.run(["--runs", "x", "--out", "y", "--scale", "gpus"]) == 2
+
+
+def _summary_row(tuner, seeds, final, lo, hi, speed=(1.0, 1.0, 1.0), pairs=0):
+    return {"tuner": tuner, "scale": 1.0, "seeds": seeds, "final_loss": final,
+            "final_loss_lo": lo, "final_loss_hi": hi, "speedup_vs_random": speed[0],
+            "speedup_vs_random_lo": speed[1], "speedup_vs_random_hi": speed[2],
+            "speedup_pairs": pairs}
+
+
+def test_verdict_needs_five_seeds_before_calling_a_difference():
+    few = pd.DataFrame([_summary_row("random", 3, 1.0, 0.9, 1.1),
+                        _summary_row("asha", 3, 0.5, 0.45, 0.55, (2.0, 1.8, 2.2), 2)])
+    text = report.verdict(few, "random")
+    assert "no tuner has 5 seeds" in text and "asha below" not in text
+    assert "no speedup vs random rests on 5 or more seed pairs" in text
+    many = pd.DataFrame([_summary_row("random", 5, 1.0, 0.9, 1.1),
+                         _summary_row("asha", 5, 0.5, 0.45, 0.55, (2.0, 1.8, 2.2), 5)])
+    text = report.verdict(many, "random")
+    assert "separate asha below random" in text
+    assert "speedups whose interval excludes 1: asha (2 [1.8, 2.2])" in text
