@@ -32,6 +32,37 @@ Overrides = dict[str, dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
+class SchedulerSettings:
+    """The scheduler settings of one reference study (``reference.md`` section 1): the longest
+    training, ASHA's grace period (bottom rung), the reduction factor eta, brackets and the
+    random warm-up points of ASHA+BO. One definition per study, used by the registered
+    experiments and by the simulator's presets (:mod:`benchmark.sim.replay`)."""
+
+    name: str
+    description: str
+    max_epochs: int
+    min_epochs: int
+    reduction_factor: int
+    brackets: int = 1
+    num_initial_points: int = 10
+
+    def search(self) -> dict[str, int]:
+        """The fields of the ``search`` section these settings fix."""
+        return {"max_epochs": self.max_epochs, "min_epochs": self.min_epochs,
+                "reduction_factor": self.reduction_factor, "brackets": self.brackets,
+                "num_initial_points": self.num_initial_points}
+
+
+#: the reference's Delphes study: ASHA/Hyperband max 100 epochs, grace 5, eta 3
+DELPHES_SETTINGS = SchedulerSettings(
+    "delphes", "the reference's Delphes settings: max 100 epochs, grace 5, eta 3", 100, 5, 3)
+#: the reference's CMS study: ASHA/Hyperband max 100 epochs, grace 10, eta 4
+CMS_SETTINGS = SchedulerSettings(
+    "cms", "the reference's CMS settings: max 100 epochs, grace 10, eta 4", 100, 10, 4)
+SCHEDULER_SETTINGS = {s.name: s for s in (DELPHES_SETTINGS, CMS_SETTINGS)}
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     """A named preset; ``sweep`` lists values of one flag that a study runs one run each for."""
 
@@ -66,8 +97,7 @@ _DELPHES_PAPER: Overrides = {
               "lr_schedule": "exponential", "decay_steps": 10000, "decay_rate": 0.99,
               "staircase": "on", "lr_scaling": "none", "checkpoint_every_epochs": 1},
     "search": {"tuner": "asha", "space": "reference", "objective": "val_loss",
-               "direction": "min", "max_epochs": 100, "min_epochs": 5, "reduction_factor": 3,
-               "brackets": 1, "num_initial_points": 10, "max_trials": 1000,
+               "direction": "min", **DELPHES_SETTINGS.search(), "max_trials": 1000,
                "node_hour_budget": 72.0, "seed": 1},
     "launch": {"workers": 12, "ranks_per_worker": 4, "ranks_per_node": 4,
                "accelerators_per_node": 4, "threads_per_rank": 0},

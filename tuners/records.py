@@ -16,7 +16,7 @@ Common keys (every record):
   ``metrics`` (final: the objective and the rest), ``objective`` (name), ``start_time``,
   ``wall_seconds`` (whole trial), ``nodes``, ``ranks``, ``node_hours`` (whole trial),
   ``error`` (message, for FAILED).
-Optional on any record: ``simulated`` (true for runs replayed by ``benchmark.simulate``).
+Optional on any record: ``simulated`` (true for runs replayed by ``benchmark.sim.replay``).
 """
 
 from __future__ import annotations

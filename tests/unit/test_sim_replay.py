@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from keras_tuner.src.engine import trial as trial_module
 
-from benchmark import simulate
-from benchmark.curves import Surrogate
-from benchmark.simcluster import (
+from benchmark.sim import replay as simulate
+from benchmark.sim.curves import Surrogate
+from benchmark.sim.engine import (
     FunctionCurves,
     SimCluster,
     SimulationError,
@@ -81,7 +81,7 @@ def test_single_worker_simulation_takes_the_decisions_of_a_plain_loop(tuner):
     assert result.decisions() == expected
     promotions = [d for d in expected if d[1] is not None]
     assert len(promotions) >= 3  # the comparison covers continuations
-    assert result.stop_reason in ("oracle_stopped", "max_trials")
+    assert result.stop_reason in ("space_exhausted", "max_trials", "hyperband_iterations")
 
 
 def test_speedups_do_not_change_decisions():
@@ -223,7 +223,7 @@ def test_run_directory_is_deterministic_and_readable(tmp_path):
     run_dir = a.run_dir
     records = list(read_records(f"{run_dir}/trials.jsonl"))
     assert all(r["simulated"] is True for r in records)
-    assert {r["search_id"] for r in records} == {"sim_paper-sim-asha-w3-s1"}
+    assert {r["search_id"] for r in records} == {"sim_delphes-sim-asha-w3-s1"}
     times = [r["time"] for r in records]
     assert times == sorted(times) and times[0] == simulate.SIM_EPOCH
     epochs = [r for r in records if r["event"] == "epoch"]
@@ -233,11 +233,12 @@ def test_run_directory_is_deterministic_and_readable(tmp_path):
     ends = [r for r in records if r["event"] == "trial_end"]
     assert len(ends) == sum(t.status == "COMPLETED" for t in a.result.trials)
     timing = mllog.run_timing(mllog.read_mllog(f"{run_dir}/mllog.txt"))
-    assert timing.allocated_node_hours == pytest.approx(1.0)
+    # charged on allocated node-hours: no new trial after the budget, running ones finish
+    assert 1.0 <= timing.allocated_node_hours < 1.0 + 3 * 8 * 30.0 * 3 / 3600
     assert timing.nodes == 3
     from benchmark.config import load_params
     config, extras = load_params(run_dir)
-    assert extras == {"search_id": "sim_paper-sim-asha-w3-s1", "simulated": True}
+    assert extras == {"search_id": "sim_delphes-sim-asha-w3-s1", "simulated": True}
     assert (config.search.tuner, config.launch.workers, config.search.seed) == ("asha", 3, 1)
 
 
@@ -262,13 +263,28 @@ def test_comparison_uses_randoms_best_per_seed():
     assert "| 2 | asha | 1.0 [1.0, never] | 0.250 | 0.33 [0.33, never] | 1/2 |" in (
         simulate.markdown_table(table, 4.0))
     assert np.isclose(table[table.tuner == "random"].iloc[0].best_loss_median, 1.0)
+    # a target fixed in advance: the median of the pooled final losses 1.0, 1.2, 1.4, 1.5
+    assert per_seed.pooled_target.tolist() == pytest.approx([1.3] * 4)
+    fixed = dict(zip(zip(per_seed.tuner, per_seed.seed), per_seed.node_hours_to_pooled_target))
+    assert fixed == {("random", 1): math.inf, ("asha", 1): math.inf, ("random", 2): 2.0,
+                     ("asha", 2): 1.0}
+    intervals = simulate.interval_table(per_seed).set_index("tuner")
+    # one of two seeds reached it: the median is inf, the interval runs from the finite one
+    assert (intervals.loc["asha", "nh_to_target"], intervals.loc["asha", "nh_low"],
+            intervals.loc["asha", "nh_high"], intervals.loc["asha", "reached"]) == (
+                math.inf, 1.0, math.inf, 1)
+    assert intervals.loc["random", "final_loss"] == pytest.approx(1.25)
+    text = simulate.interval_markdown(intervals.reset_index())
+    assert "| 2 | asha | 1.3000 | never [1.00, never] | 1/2 | 1.3000 [1.2000, 1.4000] |" in text
 
 
 def test_hyperband_on_the_reference_space_fills_the_budget():
     setup = tiny_setup(space="reference", workers=(16,), budget_node_hours=8.0)
     summary = simulate.simulate_run(setup, "hyperband", 16, 2)
     assert len(summary.result.trials) > 100
-    assert summary.result.makespan == pytest.approx(setup.budget_seconds(16))
+    assert summary.result.stop_reason == "node_hour_budget"
+    assert setup.budget_seconds(16) <= summary.result.makespan
+    assert summary.result.allocated_node_hours >= 8.0
     assert build_space("reference").space  # the reference space was the one simulated
 
 
@@ -279,9 +295,11 @@ def test_replaying_a_run_directory_repeats_its_decisions(tmp_path):
     assert recorded == summary.result.decisions()[:len(recorded)]
     assert any(parent for _, parent, _, _ in recorded)
     replayed = simulate.replay_run(summary.run_dir)
-    # The run was cut by its budget during its last trial: the replay stops before that one.
-    assert summary.result.trials[-1].status == "CUT"
-    assert replayed.decisions() == recorded[:-1]
+    # The budget stopped the run after its last trial finished: the replay takes every
+    # decision of the run, then stops at the run's completed trials.
+    assert summary.result.stop_reason == "node_hour_budget"
+    assert summary.result.trials[-1].status == "COMPLETED"
+    assert replayed.decisions() == recorded
     assert replayed.stop_reason == "max_trials"
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.curves import (
+from benchmark.sim.curves import (
     CurveError,
     CurveTable,
     Surrogate,
@@ -130,7 +130,12 @@ def test_table_round_trip_nearest_lookup_and_extrapolation(tmp_path):
     assert table.val_losses(near0, 0, 5) == pytest.approx([1.0 + 1.0 / e for e in range(1, 6)])
     assert table.val_losses(near1, 2, 4) == pytest.approx([2.0 * (1 + 1 / 3), 2.0 * 1.25])
     assert table.epoch_seconds(near1) == 20.0
-    # Beyond the recording: the fitted power law, joined continuously, still decreasing.
+    # Beyond the recording: refused unless asked for ...
+    with pytest.raises(CurveError, match="configuration c0 is recorded for 5 epochs, 30 asked; "
+                       "refusing to extrapolate"):
+        table.val_losses(near0, 0, 30)
+    # ... then the fitted power law, joined continuously, still decreasing.
+    table = load_curves(path, space=space(), extrapolate="power_law")
     longer = table.val_losses(near0, 0, 30)
     assert longer[:5] == pytest.approx(table.val_losses(near0, 0, 5))
     assert np.all(np.diff(longer) < 0)
@@ -149,7 +154,7 @@ def test_extrapolation_never_passes_the_best_recorded_curve(tmp_path):
                   "epoch_seconds": 1.0} for e in range(1, 6)]
     path = tmp_path / "curves.csv"
     write_curves(path, rows)
-    table = load_curves(path)
+    table = load_curves(path, extrapolate="power_law")
     best = table.val_losses({"lr": 1e-3}, 0, 30)
     steep = table.val_losses({"lr": 1e-2}, 0, 30)
     assert steep[:5] == pytest.approx([8.0 / e for e in range(1, 6)])
@@ -206,7 +211,7 @@ class FakeResult:
 
 
 def test_record_curves_writes_the_table_resumes_and_leaves_out_failures(tmp_path):
-    from benchmark import record_curves
+    from benchmark.sim import record as record_curves
 
     calls = []
 
@@ -243,7 +248,7 @@ def test_record_curves_writes_the_table_resumes_and_leaves_out_failures(tmp_path
 def test_record_curves_runs_jobs_at_once_and_writes_the_table_in_order(tmp_path, monkeypatch):
     import threading
 
-    from benchmark import record_curves
+    from benchmark.sim import record as record_curves
 
     running, peak, lock = [0], [0], threading.Lock()
 
@@ -265,7 +270,10 @@ def test_record_curves_runs_jobs_at_once_and_writes_the_table_in_order(tmp_path,
                          log=logs.append)
     assert peak[0] == 3
     assert [line.split(":")[0] for line in logs] == ["[1/3] c002", "[2/3] c001", "[3/3] c000"]
-    frame = pd.read_csv(out)
+    from benchmark.sim.curves import table_frame
+
+    header, frame = table_frame(out)
+    assert header["shard"] == "0/1" and header["configs"] == 3
     assert list(zip(frame.config_id, frame.epoch)) == [
         ("c000", 1), ("c000", 2), ("c001", 1), ("c001", 2), ("c002", 1), ("c002", 2)]
     with pytest.raises(CurveError, match=r"--jobs=2: must be >= 1, and > 1 needs --isolate"):
@@ -273,7 +281,7 @@ def test_record_curves_runs_jobs_at_once_and_writes_the_table_in_order(tmp_path,
 
 
 def test_configuration_draws_depend_on_seed_and_index_only():
-    from benchmark import record_curves
+    from benchmark.sim import record as record_curves
 
     space = build_space("reduced")
     five = record_curves.sample_configurations(space, 5, 3)
@@ -284,20 +292,21 @@ def test_configuration_draws_depend_on_seed_and_index_only():
 @pytest.mark.slow
 def test_record_curves_trains_the_real_model_in_a_child_process(tmp_path):
     """A real MLPF training on synthetic events (minutes on two cores)."""
-    from benchmark import record_curves
+    from benchmark.sim import record as record_curves
 
     out = tmp_path / "real.csv"
     logs = []
     record_curves.record("smoke", "reduced", 1, 2, 1, str(out), threads=2, isolate=True,
                          log=logs.append)
     table = load_curves(out, space=build_space("reduced"))
-    assert logs[0].startswith("c000: 2 epochs in")
+    assert logs[0].startswith("[1/1] c000: 2 epochs in")
     assert len(table.curves) == 1 and len(table.curves[0].losses) == 2
+    assert table.curves[0].restore_seconds > table.curves[0].setup_seconds > 0
     assert np.all(np.isfinite(table.curves[0].losses)) and table.curves[0].epoch_seconds > 0
 
 
 def test_extrapolation_of_a_steep_positive_curve_stays_positive_and_decreasing():
-    from benchmark.curves import RecordedCurve
+    from benchmark.sim.curves import RecordedCurve
 
     steep = np.array([2619.0, 1500.0, 1100.0, 900.0, 760.0, 660.0, 590.0, 540.0, 500.0, 475.0])
     a, b, c = fit_power_law(steep)

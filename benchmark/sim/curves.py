@@ -14,18 +14,28 @@ the wall seconds one epoch takes. Both sources here answer the same two question
 Hyperparameter values whose names start with ``tuner/`` (keras-tuner's reserved budget keys) are
 ignored by both sources.
 
-The table format (CSV, one row per configuration and epoch)::
+The table format (CSV, gzip-compressed when the name ends in ``.gz``, one row per configuration
+and epoch)::
 
     config_id, <one column per hyperparameter>, epoch, val_loss, epoch_seconds
+    [, setup_seconds, restore_seconds, peak_memory_mb, params]
 
 ``config_id`` names a recorded configuration (any string); the hyperparameter columns hold its
 values (the same on every row of that configuration); ``epoch`` runs 1..n without gaps;
 ``val_loss`` is the validation loss after that epoch; ``epoch_seconds`` the wall seconds that
-epoch took on the recording machine (one node). Lookup (:class:`CurveTable`): a configuration
+epoch took on the recording machine (one node). The optional per-configuration columns
+(:data:`CONFIG_COLUMNS`, the same on every row of a configuration) hold the seconds a new trial
+spends before its first epoch (build, data, trace), the seconds a promoted trial spends
+restoring its parent's checkpoint (rebuild, trace, load), the peak resident memory and the
+parameter count; a table without them has no setup costs. A table file may begin with one
+header line ``# mlpf-curve-table <json>`` naming what it was recorded on (data, model, code
+version, command). Lookup (:class:`CurveTable`): a configuration
 sampled by an oracle is mapped to the NEAREST recorded configuration in normalised
 hyperparameter space (keras-tuner's ``value_to_prob`` of the search space, so log-scaled
-ranges are compared on the log scale; booleans and choices by their bucket centre). Epochs
-beyond the last recorded one follow a power law ``a + b * epoch**-c`` fitted to that
+ranges are compared on the log scale; booleans and choices by their bucket centre). A table
+never extrapolates silently: asking for an epoch beyond a configuration's recording is an
+error unless the table was loaded with ``extrapolate="power_law"``; then epochs beyond the last
+recorded one follow a power law ``a + b * epoch**-c`` fitted to that
 configuration's recorded curve (its last two thirds), scaled to join the last recorded value,
 so a short recording can feed a 100-epoch search. For positive losses no extrapolated loss
 goes below the extrapolated curve of the configuration with the lowest recorded loss at the
@@ -56,6 +66,11 @@ import numpy as np
 
 RESERVED_PREFIX = "tuner/"
 TABLE_COLUMNS = ("config_id", "epoch", "val_loss", "epoch_seconds")
+#: optional per-configuration columns: setup and restore seconds, peak memory, parameters
+CONFIG_COLUMNS = ("setup_seconds", "restore_seconds", "peak_memory_mb", "params")
+#: how epochs beyond a table's recording may be made up (only when asked for)
+EXTRAPOLATIONS = ("power_law",)
+HEADER_PREFIX = "# mlpf-curve-table "
 
 #: substrings of hyperparameter names that make an epoch slower as the value grows
 SIZE_WORDS = ("dim", "layers", "messages", "bin_size", "width", "units")
@@ -261,6 +276,8 @@ class RecordedCurve:
     tail: tuple[float, float, float] | None = None   # (a, b, c) of the fitted power law
     #: extrapolated losses stay at or above this curve's (the table's best; see CurveTable)
     floor: RecordedCurve | None = None
+    setup_seconds: float = 0.0     # a new trial: build, data, trace before its first epoch
+    restore_seconds: float = 0.0   # a promoted trial: rebuild, trace and checkpoint load
 
     def losses_until(self, epochs: int) -> np.ndarray:
         n = len(self.losses)
@@ -318,9 +335,15 @@ class CurveTable:
     """Recorded learning curves (see the module docstring for the CSV format and lookup)."""
 
     def __init__(self, curves: list[RecordedCurve], hp_names: list[str], source: str = "table",
-                 space=None, noise: float = 0.0, noise_seed: int = 0):
+                 space=None, noise: float = 0.0, noise_seed: int = 0,
+                 extrapolate: str | None = None, header: Mapping[str, Any] | None = None):
         if not curves:
             raise CurveError(f"{source}: no recorded configurations")
+        if extrapolate not in (None, "", *EXTRAPOLATIONS):
+            raise CurveError(f"extrapolate={extrapolate!r}: unknown method; known: "
+                             f"{', '.join(EXTRAPOLATIONS)}")
+        self.extrapolate = extrapolate or None
+        self.header = dict(header or {})
         self.curves = curves
         # Beyond the recording no curve falls below the (extrapolated) curve of the
         # configuration with the lowest recorded loss, epoch by epoch.
@@ -338,6 +361,17 @@ class CurveTable:
     @property
     def max_recorded_epochs(self) -> int:
         return max(len(c.losses) for c in self.curves)
+
+    @property
+    def recorded_epochs(self) -> int:
+        """Epochs recorded for every configuration (the shortest curve)."""
+        return min(len(c.losses) for c in self.curves)
+
+    def median_epoch_seconds(self) -> float:
+        return float(np.median([c.epoch_seconds for c in self.curves]))
+
+    def median_setup_seconds(self) -> float:
+        return float(np.median([c.setup_seconds for c in self.curves]))
 
     def bind(self, space) -> CurveTable:
         """Use ``space`` (keras-tuner HyperParameters) for the distance; None = table ranges."""
@@ -384,10 +418,17 @@ class CurveTable:
     def val_losses(self, values: Mapping[str, Any], initial_epoch: int,
                    epochs: int) -> list[float]:
         _check_epochs(initial_epoch, epochs)
-        losses = self.nearest(values).losses_until(epochs)[initial_epoch:epochs]
+        curve = self.nearest(values)
+        if epochs > len(curve.losses) and not self.extrapolate:
+            raise CurveError(f"{self.source}: configuration {curve.config_id} is recorded for "
+                             f"{len(curve.losses)} epochs, {epochs} asked; refusing to "
+                             "extrapolate (give extrapolate='power_law' or fewer epochs)")
+        losses = curve.losses_until(epochs)[initial_epoch:epochs]
         if self.noise:
+            # noise around the RECORDED curve: seeded by (seed, recorded configuration), so
+            # every sampled configuration that maps to one recorded curve sees the same draws
             rng = np.random.default_rng(stable_seed("table-noise", self.noise_seed,
-                                                    config_key(values)))
+                                                    curve.config_id))
             z = rng.standard_normal(epochs)[initial_epoch:epochs]
             losses = losses * (1.0 + self.noise * z)
         return [float(x) for x in losses]
@@ -395,31 +436,80 @@ class CurveTable:
     def epoch_seconds(self, values: Mapping[str, Any]) -> float:
         return self.nearest(values).epoch_seconds
 
+    def setup_seconds(self, values: Mapping[str, Any]) -> float:
+        return self.nearest(values).setup_seconds
 
-def load_curves(path: str | os.PathLike, space=None, noise: float = 0.0,
-                noise_seed: int = 0) -> CurveTable:
-    """Read a learning-curve CSV (format in the module docstring); errors name file and row."""
+    def restore_seconds(self, values: Mapping[str, Any]) -> float:
+        return self.nearest(values).restore_seconds
+
+
+def read_table_text(path: str) -> tuple[dict[str, Any], str]:
+    """(header, CSV text) of a table file, gzip when the name ends in ``.gz``."""
+    import gzip
+    import json
+
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                text = fh.read()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+    except FileNotFoundError:
+        raise CurveError(f"{path}: no such curve table") from None
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise CurveError(f"{path}: not a readable curve table ({exc})") from None
+    header: dict[str, Any] = {}
+    if text.startswith(HEADER_PREFIX):
+        first, _, text = text.partition("\n")
+        try:
+            header = json.loads(first[len(HEADER_PREFIX):])
+        except json.JSONDecodeError as exc:
+            raise CurveError(f"{path}: line 1: unreadable table header ({exc})") from None
+        if not isinstance(header, dict):
+            raise CurveError(f"{path}: line 1: the table header must be a JSON object")
+    return header, text
+
+
+def table_frame(path: str | os.PathLike):
+    """(header, pandas frame) of a table file, as written by :func:`write_curves`."""
+    import io
+
     import pandas as pd
 
     path = os.fspath(path)
+    header, text = read_table_text(path)
     try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise CurveError(f"{path}: no such curve table") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        return header, pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise CurveError(f"{path}: not a readable CSV ({exc})") from None
+
+
+def load_curves(path: str | os.PathLike, space=None, noise: float = 0.0,
+                noise_seed: int = 0, extrapolate: str | None = None) -> CurveTable:
+    """Read a learning-curve table (format in the module docstring); errors name file and row.
+
+    ``extrapolate`` (None or one of :data:`EXTRAPOLATIONS`): how epochs beyond the recording
+    are made up; None refuses them.
+    """
+    import pandas as pd
+
+    path = os.fspath(path)
+    header, frame = table_frame(path)
+    skip = 1 if header else 0  # line numbers below count the header line too
     missing = [c for c in TABLE_COLUMNS if c not in frame.columns]
     if missing:
         raise CurveError(f"{path}: missing column(s) {', '.join(missing)}; a curve table has "
                          f"{', '.join(TABLE_COLUMNS)} and one column per hyperparameter")
-    hp_names = [c for c in frame.columns if c not in TABLE_COLUMNS]
+    hp_names = [c for c in frame.columns if c not in TABLE_COLUMNS + CONFIG_COLUMNS]
     if not hp_names:
         raise CurveError(f"{path}: no hyperparameter columns besides {', '.join(TABLE_COLUMNS)}")
-    for column in ("epoch", "val_loss", "epoch_seconds"):
+    extra = [c for c in CONFIG_COLUMNS if c in frame.columns]
+    for column in ("epoch", "val_loss", "epoch_seconds", *extra):
         numeric = pd.to_numeric(frame[column], errors="coerce")
         bad = frame.index[~np.isfinite(numeric.astype(float))]
         if len(bad):
-            row = int(bad[0]) + 2  # header is line 1
+            row = int(bad[0]) + 2 + skip  # the CSV header is line 1 (2 after a table header)
             raise CurveError(f"{path}: line {row}: {column}={frame[column].iloc[bad[0]]!r} is "
                              "not a finite number")
         frame[column] = numeric
@@ -440,11 +530,19 @@ def load_curves(path: str | os.PathLike, space=None, noise: float = 0.0,
         seconds = group["epoch_seconds"].to_numpy(dtype=float)
         if np.any(seconds <= 0):
             raise CurveError(f"{path}: config_id {config_id!r}: epoch_seconds must be > 0")
+        costs = {}
+        for column in ("setup_seconds", "restore_seconds"):
+            if column in group:
+                value = float(group[column].iloc[0])
+                if value < 0 or group[column].nunique() != 1:
+                    raise CurveError(f"{path}: config_id {config_id!r}: {column} must be one "
+                                     "value >= 0 for every row of the configuration")
+                costs[column] = value
         curves.append(RecordedCurve(str(config_id), values,
                                     group["val_loss"].to_numpy(dtype=float),
-                                    float(np.median(seconds))))
+                                    float(np.median(seconds)), **costs))
     return CurveTable(curves, hp_names, source=path, space=space, noise=noise,
-                      noise_seed=noise_seed)
+                      noise_seed=noise_seed, extrapolate=extrapolate, header=header)
 
 
 def _python_scalar(value: Any) -> Any:
@@ -457,12 +555,15 @@ def _python_scalar(value: Any) -> Any:
     return value
 
 
-def write_curves(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
-    """Write table rows (dicts with config_id, hyperparameters, epoch, val_loss, epoch_seconds)
-    as CSV atomically, the fixed columns first, floats to seven significant digits."""
-    import pandas as pd
+def write_curves(path: str | os.PathLike, rows: list[dict[str, Any]],
+                 header: Mapping[str, Any] | None = None) -> None:
+    """Write table rows (dicts with config_id, hyperparameters, epoch, val_loss, epoch_seconds
+    and optionally :data:`CONFIG_COLUMNS`) as CSV atomically, the fixed columns first, floats
+    to seven significant digits; gzip-compressed (reproducibly: no time stamp) when the name
+    ends in ``.gz``; ``header`` (JSON) becomes the first line."""
+    import json
 
-    from mlpf_tf.configbase import atomic_write_text
+    import pandas as pd
 
     if not rows:
         raise CurveError(f"{os.fspath(path)}: no rows to write")
@@ -470,11 +571,39 @@ def write_curves(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     missing = [c for c in TABLE_COLUMNS if c not in frame.columns]
     if missing:
         raise CurveError(f"{os.fspath(path)}: rows lack column(s) {', '.join(missing)}")
-    hp_names = [c for c in frame.columns if c not in TABLE_COLUMNS]
-    frame = frame[["config_id", *hp_names, "epoch", "val_loss", "epoch_seconds"]]
+    extra = [c for c in CONFIG_COLUMNS if c in frame.columns]
+    hp_names = [c for c in frame.columns if c not in TABLE_COLUMNS + CONFIG_COLUMNS]
+    frame = frame[["config_id", *hp_names, "epoch", "val_loss", "epoch_seconds", *extra]]
     # seven significant digits: far finer than the noise of a loss or a timing, and the
     # table of a few hundred configurations stays small enough to ship
-    atomic_write_text(path, frame.to_csv(index=False, float_format="%.7g"))
+    text = frame.to_csv(index=False, float_format="%.7g")
+    if header:
+        text = HEADER_PREFIX + json.dumps(dict(header), sort_keys=True) + "\n" + text
+    atomic_write_bytes(os.fspath(path), _encode(os.fspath(path), text))
+
+
+def _encode(path: str, text: str) -> bytes:
+    import gzip
+
+    data = text.encode("utf-8")
+    return gzip.compress(data, mtime=0) if path.endswith(".gz") else data
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------

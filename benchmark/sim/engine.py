@@ -10,14 +10,26 @@ Events at the same instant are handled in the order they were scheduled, so a ru
 function of the oracle, the curves and the worker count. A worker answered IDLE
 asks again at the time of the next event (whatever worker it belongs to); a worker answered
 STOPPED leaves. The simulation ends when every worker has left (the oracle stopped, its
-``max_trials`` is used up, or the simulator's own ``max_trials`` cap is reached), or when the wall-clock budget runs out (events after it are
-dropped; trials running then are cut after their last whole epoch and get no end record,
-as a job killed at its wall-time limit).
+``max_trials`` is used up, the simulator's own ``max_trials`` cap is reached, or the node-hour
+budget is spent), or when the wall-clock limit ``budget_seconds`` runs out (events after it are
+dropped; trials running then are cut after their last whole epoch and get no end record, as a
+job killed at its wall-time limit).
+
+The node-hour budget is charged as in the real searches (:mod:`tuners.budget`): on ALLOCATED
+node-hours, every node the search holds (the workers' and, with ``chief_node``, the chief's)
+from the start, idle or not; before each new trial the issuer asks whether the budget is spent,
+and if so the worker leaves while running trials finish (an overrun of at most one trial per
+worker). The run's ``stop_reason`` uses the real searches' words (``tuners.oracles``).
+
+Costs besides epochs: a new trial first spends its configuration's ``setup_seconds`` (model
+build, data, tracing) and a continuation its ``restore_seconds`` (rebuild, trace, checkpoint
+load), both from the curve source when it has them and times ``time_scale``
+(``setup_costs=False`` makes them free, to show how much they matter).
 
 Trials follow keras-tuner's reserved hyperparameters: ``tuner/epochs`` is the epoch count to
 reach (default: ``max_epochs``), ``tuner/initial_epoch`` where training resumes (default 0)
 and ``tuner/trial_id`` the parent whose checkpoint would be loaded. Losses come from a
-:class:`benchmark.curves.CurveModel` (any object with ``val_losses`` and ``epoch_seconds`` -
+:class:`benchmark.sim.curves.CurveModel` (any object with ``val_losses`` and ``epoch_seconds`` -
 injectable, e.g. a plain function wrapped in :class:`FunctionCurves`), so a continuation sees
 the losses its parent would have reached.
 
@@ -48,7 +60,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from benchmark.curves import configuration
+from benchmark.sim.curves import configuration
 
 RUNNING, IDLE, STOPPED = "RUNNING", "IDLE", "STOPPED"
 NODE_HOURS = "node_hours"  # cumulative trial cost reported with the objective
@@ -187,6 +199,7 @@ class TrialRun:
     start: float
     epoch_seconds: float
     losses: list[float]
+    setup_seconds: float = 0.0     # before the first epoch: build + trace, or the restore
     epochs_done: int = 0           # epochs trained in this trial (not counting the parent's)
     end: float | None = None       # None: cut by the budget
     status: str = "RUNNING"
@@ -207,16 +220,20 @@ class SimResult:
     workers: int
     nodes_per_worker: float
     stop_reason: str
-    best_curve: list[tuple[float, float]]   # (time, best loss so far) at each improvement
+    #: (time, best trial result so far) at each improvement; a trial's result is its objective
+    #: at its last epoch (as every oracle and report scores it), known when the trial ends
+    best_curve: list[tuple[float, float]]
     events: int
+    chief_nodes: float = 0.0                # nodes the chief holds of its own
 
     @property
     def nodes(self) -> float:
-        return self.workers * self.nodes_per_worker
+        """Every node the search holds: the workers' and the chief's own."""
+        return self.workers * self.nodes_per_worker + self.chief_nodes
 
     @property
     def busy_fraction(self) -> float:
-        """Worker time spent training over worker time held."""
+        """Worker time spent on trials (setup and epochs) over worker time held."""
         held = self.makespan * self.workers
         return self.busy_seconds / held if held > 0 else 0.0
 
@@ -251,6 +268,8 @@ class SimCluster:
     """``workers`` simulated workers, each holding ``nodes_per_worker`` nodes, on one oracle.
 
     ``budget_seconds`` caps the simulated wall clock (None: run until the oracle stops);
+    ``budget_node_hours`` is the search's budget of allocated node-hours (see the module
+    docstring), held on ``workers x nodes_per_worker`` nodes plus one with ``chief_node``;
     ``max_trials`` caps the trials started (the oracle is not asked for more; its own
     ``max_trials`` is left alone because keras-tuner derives the trial-id width from it).
     ``on_record(kind, run, **fields)`` is called for every trial_start / epoch / trial_end with
@@ -262,7 +281,9 @@ class SimCluster:
                  budget_seconds: float | None = None, objective: str = "val_loss",
                  parallel_efficiency: float = 0.9, time_scale: float = 1.0,
                  on_record: Callable[..., None] | None = None, tuner_prefix: str = "worker",
-                 fast: bool = True, max_trials: int | None = None):
+                 fast: bool = True, max_trials: int | None = None,
+                 budget_node_hours: float | None = None, chief_node: bool = False,
+                 setup_costs: bool = True):
         if not (isinstance(workers, int) and workers >= 1):
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         if not (isinstance(max_epochs, int) and max_epochs >= 1):
@@ -273,6 +294,8 @@ class SimCluster:
             raise ValueError(f"budget_seconds must be > 0, got {budget_seconds!r}")
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
+        if budget_node_hours is not None and not budget_node_hours >= 0:
+            raise ValueError(f"budget_node_hours must be >= 0, got {budget_node_hours!r}")
         self.oracle = oracle
         self.curves = curves
         self.workers = workers
@@ -287,6 +310,14 @@ class SimCluster:
         self.tuner_ids = [f"{tuner_prefix}{i}" for i in range(workers)]
         self.fast = fast
         self.max_trials = max_trials
+        self.chief_nodes = 1.0 if chief_node else 0.0
+        self.setup_costs = setup_costs
+        self.now = 0.0
+        from tuners.budget import AllocationBudget
+
+        self.allocation = AllocationBudget(
+            budget_node_hours or 0.0, workers * self.nodes_per_worker + self.chief_nodes,
+            start=0.0, clock=lambda: self.now)
         if fast:
             fast_oracle(oracle)
 
@@ -312,11 +343,18 @@ class SimCluster:
             raise SimulationError(f"trial {trial.trial_id}: epoch time {seconds!r} is not a "
                                   "positive number")
         losses = self.curves.val_losses(values, initial, target) if target > initial else []
+        setup = 0.0
+        if self.setup_costs and target > initial:
+            cost = getattr(self.curves, "restore_seconds" if initial else "setup_seconds", None)
+            setup = float(cost(values)) * self.time_scale if cost is not None else 0.0
+            if not (setup >= 0 and math.isfinite(setup)):
+                raise SimulationError(f"trial {trial.trial_id}: setup time {setup!r} is not a "
+                                      "number >= 0")
         run = TrialRun(trial_id=str(trial.trial_id), worker=worker, values=values,
                        parent_id=parent, initial_epoch=initial, target_epochs=target,
                        rung=None if rung is None else int(rung),
                        bracket=None if bracket is None else int(bracket), start=now,
-                       epoch_seconds=seconds, losses=losses)
+                       epoch_seconds=seconds, losses=losses, setup_seconds=setup)
         self._record("trial_start", run, time=now)
         return run
 
@@ -345,6 +383,11 @@ class SimCluster:
                 gone.add(worker)  # our own cap: the oracle is not asked again
                 stop_reason = "max_trials"
                 return
+            self.now = t
+            if self.allocation.spent():  # as the real issuer: no new trial once spent
+                gone.add(worker)
+                stop_reason = "node_hour_budget"
+                return
             trial = oracle.create_trial(self.tuner_ids[worker])
             status = trial.status
             if status == RUNNING:
@@ -358,7 +401,7 @@ class SimCluster:
                     finish(worker, t)
                     return
                 seq += 1
-                heapq.heappush(heap, (t + run.epoch_seconds, seq, worker))
+                heapq.heappush(heap, (t + run.setup_seconds + run.epoch_seconds, seq, worker))
             elif status == IDLE:
                 idle.append(worker)
             elif status == STOPPED:
@@ -368,9 +411,13 @@ class SimCluster:
                                       f"{self.tuner_ids[worker]}")
 
         def finish(worker: int, t: float) -> None:
+            nonlocal best
             run = running.pop(worker)
             trial = trial_objs.pop(worker)
             run.end = t
+            if run.epochs_done and run.losses[run.epochs_done - 1] < best:
+                best = run.losses[run.epochs_done - 1]
+                best_curve.append((t, best))
             # Nothing to train (tuner/epochs == tuner/initial_epoch) fails, as in the real runner.
             run.status = "COMPLETED" if run.epochs_done else "FAILED"
             trial.status = run.status
@@ -396,14 +443,11 @@ class SimCluster:
             run.epochs_done += 1
             epoch = run.initial_epoch + run.epochs_done
             loss = run.losses[run.epochs_done - 1]
-            busy += run.epoch_seconds
+            busy += run.epoch_seconds + (run.setup_seconds if run.epochs_done == 1 else 0.0)
             spent = (t - run.start) * self.nodes_per_worker / 3600.0
             updated = oracle.update_trial(run.trial_id, {self.objective: loss, NODE_HOURS: spent},
                                           step=epoch)
             self._record("epoch", run, time=t, epoch=epoch, loss=loss)
-            if loss < best:
-                best = loss
-                best_curve.append((t, loss))
             stop_early = getattr(updated, "status", None) == STOPPED
             if epoch >= run.target_epochs or stop_early:
                 finish(worker, t)
@@ -419,14 +463,17 @@ class SimCluster:
                     f"the oracle answered IDLE to {len(idle)} worker(s) at t={t:.1f}s while no "
                     "trial is running; the search cannot continue")
         else:
-            if oracle.max_trials and len(oracle.trials) >= oracle.max_trials:
-                stop_reason = "max_trials"
+            if stop_reason == "oracle_stopped":
+                from tuners.oracles import stop_reason as oracle_stop_reason
+
+                stop_reason = oracle_stop_reason(oracle)
         if stop_reason == "budget":
-            # Partial epochs in flight at the deadline still held their nodes.
+            # Partial epochs (and setups) in flight at the deadline still held their nodes.
             for run in running.values():
-                last = run.start + run.epochs_done * run.epoch_seconds
+                last = run.start + (run.setup_seconds + run.epochs_done * run.epoch_seconds
+                                    if run.epochs_done else 0.0)
                 busy += max(0.0, now - last)
                 run.status = "CUT"
         return SimResult(trials=trials, makespan=now, busy_seconds=busy, workers=self.workers,
                          nodes_per_worker=self.nodes_per_worker, stop_reason=stop_reason,
-                         best_curve=best_curve, events=events)
+                         best_curve=best_curve, events=events, chief_nodes=self.chief_nodes)

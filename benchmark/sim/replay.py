@@ -2,7 +2,7 @@
 
 The real oracles (keras-tuner's RandomSearchOracle and HyperbandOracle, our ASHA and ASHA+BO
 from :func:`tuners.oracles.make_oracle`) take every decision; workers, epochs and losses are
-simulated (:mod:`benchmark.simcluster`, :mod:`benchmark.curves`). Every (tuner, workers, seed)
+simulated (:mod:`benchmark.sim.engine`, :mod:`benchmark.sim.curves`). Every (tuner, workers, seed)
 gets a run directory ``sim-<tuner>-w<workers>-s<seed>`` that the reports read like a real one:
 
 ``params.yaml``   the config tree (``benchmark.config.write_params``) with ``simulated: true``
@@ -15,21 +15,37 @@ gets a run directory ``sim-<tuner>-w<workers>-s<seed>`` that the reports read li
 ``simulation.json``  the run's summary (makespan, busy fraction, best-so-far curve, ...).
 Files are written whole and atomically at the end of each run.
 
-Budget: the search holds ``workers x nodes_per_worker`` nodes for ``budget_node_hours`` of
-allocated node-hours, i.e. a wall-clock limit of budget / nodes; the ASHA oracles also get the
-budget as their own node-hour budget (counted on busy trial node-hours, so the clock ends the
-search first). Random search and Hyperband have no limit but the clock (random: ``max_trials``
-is set to 10**6; Hyperband: ``hyperband_iterations`` 1000).
+Budget: as in the real searches (:mod:`tuners.budget`), charged on ALLOCATED node-hours: the
+``workers x nodes_per_worker`` nodes (plus the chief's with ``--chief_node``) from the start,
+idle or not; no new trial once the budget is spent, running trials finish. It is the only
+limit (no trial cap; Hyperband iterates until the allocation is spent), and every run writes
+which limit stopped it (``stopped_by`` in the log's ``run_stop``).
 
-Preset ``paper`` (the reference study's search on JUWELS Booster): 12 nodes of 4 GPUs, one
-trial per node (12 workers, 4 ranks each), at most 100 epochs, reduction factor 4, grace
-period 10 epochs (ASHA's bottom rung; keras-tuner's Hyperband starts at 2 epochs for 100/4),
-one bracket, 10 random warm-up points for ASHA+BO, the reference search space, a budget of the
-reference job's 6 h x 12 nodes = 72 node-hours per search, 20 seeds. The surrogate's epoch
-takes ``base_epoch_seconds`` (60 s) at the space's centre on one node.
+Presets, named for the study whose scheduler settings they replay (one definition each, in
+:data:`benchmark.experiments.SCHEDULER_SETTINGS`, shared with ``benchmark.run``): ``delphes``
+(max 100 epochs, grace 5, eta 3: the ``delphes_paper`` experiment) and ``cms`` (max 100, grace
+10, eta 4). Both: the reference study's search on JUWELS Booster, 12 nodes of 4 GPUs, one trial
+per node (12 workers, 4 ranks each), one bracket, 10 random warm-up points for ASHA+BO, the
+reference search space, a budget of the reference job's 6 h x 12 nodes = 72 node-hours per
+search, 20 seeds. The surrogate's epoch takes ``base_epoch_seconds`` (60 s) at the space's
+centre on one node.
 
-Comparison (printed and written as ``comparison.csv`` / ``comparison.md`` in the output dir):
-per seed, the target is the best loss Random Search reached with its whole budget; per tuner
+A recorded table (``--curves``) is replayed as recorded: epoch, setup (build + trace) and
+restore seconds per configuration, times ``--time_scale`` (required with a table: the factor
+from the recording machine to the target system, whose median epoch time the report states);
+``--nosetup_costs`` makes setup and restore free to show how much they matter. A preset whose
+``max_epochs`` exceeds the table's recorded epochs is refused (exit 2) unless
+``--extrapolate=power_law``; then every search is also replayed with ``max_epochs`` capped at
+the recorded length and the report adds a sensitivity table (the tuners' ranking with and
+without extrapolation). Per-epoch noise is drawn around the recorded curve, seeded by the seed
+and the recorded configuration.
+
+Comparison (printed and written as ``comparison.csv`` / ``comparison.md`` in the output dir).
+A trial's result is its loss at its last epoch; a run's best loss is the best such result so
+far. First (``intervals.csv``), against a target fixed in advance by the report's rule (the
+:data:`reports.tables.TARGET_QUANTILE` quantile of the final losses of every run at that worker
+count): per tuner the allocated node-hours to reach it and the final loss, medians over seeds
+with bootstrap 95% intervals (:mod:`reports.stats`). Then, per seed, the target is the best loss Random Search reached with its whole budget; per tuner
 the median and inter-quartile range over seeds of the allocated node-hours until its best loss
 first reaches that target (seeds where it never does count as infinite, and the number of
 seeds that reach it is shown), the same as a fraction of Random's budget, the per-seed ratio to
@@ -39,7 +55,7 @@ ASHA's first configurations are Random's first ones), and the same loss noise;
 ``--nocommon_draws`` gives every tuner its own oracle seed (seed + 100000 x (1 + tuner index),
 kept in ``simulation.json`` as ``oracle_seed``; ``search.seed`` stays the pairing seed). ``per_seed.csv`` holds the per-seed numbers.
 
-    python -m benchmark.simulate --tuner=random,hyperband,asha,asha_bo --preset=paper \
+    python -m benchmark.sim.replay --tuner=random,hyperband,asha,asha_bo --preset=delphes \
         --seeds=20 --output_dir=runs/sim
 """
 
@@ -58,8 +74,9 @@ import numpy as np
 from absl import app, flags
 
 from benchmark.config import Config, LaunchConfig, write_params
-from benchmark.curves import CurveError, Surrogate, configuration, load_curves
-from benchmark.simcluster import SimCluster, SimResult, TrialRun, quiet_oracle
+from benchmark.experiments import SCHEDULER_SETTINGS, SchedulerSettings
+from benchmark.sim.curves import EXTRAPOLATIONS, CurveError, Surrogate, configuration, load_curves
+from benchmark.sim.engine import SimCluster, SimResult, TrialRun, quiet_oracle
 from mlpf_tf.configbase import ConfigError, atomic_write_text
 from tuners import mllog
 from tuners.config import TUNERS, SearchConfig
@@ -77,8 +94,8 @@ class Setup:
     nodes_per_worker: float = 1.0
     ranks_per_node: int = 4
     max_epochs: int = 100
-    min_epochs: int = 10
-    reduction_factor: int = 4
+    min_epochs: int = 5
+    reduction_factor: int = 3
     brackets: int = 1
     num_initial_points: int = 10
     budget_node_hours: float = 72.0
@@ -88,19 +105,30 @@ class Setup:
     base_epoch_seconds: float = 60.0
     noise: float = 0.005
     landscape_seed: int = 0
-    time_scale: float = 1.0
+    time_scale: float | None = None   # required with a table; the surrogate's default is 1
     parallel_efficiency: float = 0.9
     common_draws: bool = True
+    chief_node: bool = False
+    setup_costs: bool = True
+    extrapolate: str = ""             # "" refuses epochs beyond a table's recording
+    preset: str = "delphes"
+
+    @classmethod
+    def from_settings(cls, settings: SchedulerSettings) -> Setup:
+        """The reference search (12 nodes x 4 GPUs, 72 node-hours) with a study's settings."""
+        return cls(preset=settings.name, **settings.search())
 
     @property
     def ranks_per_worker(self) -> int:
         return max(1, int(round(self.nodes_per_worker * self.ranks_per_node)))
 
     def budget_seconds(self, workers: int) -> float:
-        return self.budget_node_hours * 3600.0 / (workers * self.nodes_per_worker)
+        """Wall seconds the budget buys on ``workers`` workers (and the chief's node)."""
+        nodes = workers * self.nodes_per_worker + (1.0 if self.chief_node else 0.0)
+        return self.budget_node_hours * 3600.0 / nodes
 
 
-PRESETS = {"paper": Setup()}
+PRESETS = {name: Setup.from_settings(s) for name, s in SCHEDULER_SETTINGS.items()}
 
 
 def search_config(setup: Setup, tuner: str, seed: int) -> SearchConfig:
@@ -110,7 +138,7 @@ def search_config(setup: Setup, tuner: str, seed: int) -> SearchConfig:
         reduction_factor=setup.reduction_factor, brackets=setup.brackets,
         num_initial_points=setup.num_initial_points,
         # the budget is the only limit, as in a real comparison: no trial cap, Hyperband
-        # iterates until the simulated clock reaches the allocated node-hours
+        # iterates until the simulated allocation is spent
         max_trials=0, node_hour_budget=setup.budget_node_hours, hyperband_iterations=0,
         seed=seed, space=setup.space)
     cfg.validate()
@@ -120,7 +148,8 @@ def search_config(setup: Setup, tuner: str, seed: int) -> SearchConfig:
 def make_curves(setup: Setup, space, seed: int, curves_path: str = ""):
     """The learning-curve source of one run: the table at ``curves_path`` or the surrogate."""
     if curves_path:
-        return load_curves(curves_path, space=space, noise=setup.noise, noise_seed=seed)
+        return load_curves(curves_path, space=space, noise=setup.noise, noise_seed=seed,
+                           extrapolate=setup.extrapolate or None)
     return Surrogate(space, noise_seed=seed, landscape_seed=setup.landscape_seed,
                      noise=setup.noise, base_epoch_seconds=setup.base_epoch_seconds)
 
@@ -174,6 +203,7 @@ class RunLog:
             wall = time - run.start
             last = {self.objective: run.losses[run.epochs_done - 1]} if run.epochs_done else {}
             self._record("trial_end", run, time, status=run.status, parent_id=run.parent_id,
+                         setup_seconds=run.setup_seconds,
                          hyperparameters=hps, rung=run.rung, initial_epoch=run.initial_epoch,
                          epochs=run.initial_epoch + run.epochs_done, metrics=last,
                          objective=self.objective, start_time=SIM_EPOCH + run.start,
@@ -198,7 +228,8 @@ class RunLog:
         ]
         stop_ms = int(round((SIM_EPOCH + result.makespan) * 1000))
         tail = [mllog.MLLogEvent(mllog.RUN_STOP, None, stop_ms, mllog.INTERVAL_END,
-                                 metadata={"status": "success", "reason": result.stop_reason})]
+                                 metadata={"status": "success",
+                                           "stopped_by": result.stop_reason})]
         events = sorted(self.log, key=lambda e: e.time_ms)  # stable: same-time order kept
         lines = "".join(e.to_line() + "\n" for e in head + events + tail)
         atomic_write_text(os.path.join(run_dir, "mllog.txt"), lines)
@@ -237,11 +268,12 @@ class RunSummary:
 
 
 def simulate_run(setup: Setup, tuner: str, workers: int, seed: int, *, curves_path: str = "",
-                 output_dir: str | None = None, experiment: str = "sim_paper") -> RunSummary:
+                 output_dir: str | None = None, experiment: str | None = None) -> RunSummary:
     """Simulate one search; write its run directory under ``output_dir`` when given."""
     from tuners.oracles import make_oracle
     from tuners.space import build_space
 
+    experiment = experiment or f"sim_{setup.preset}"
     search_cfg = search_config(setup, tuner, seed)
     space = build_space(setup.space)
     oracle_seed = seed if setup.common_draws else seed + 100_000 * (1 + TUNERS.index(tuner))
@@ -253,10 +285,11 @@ def simulate_run(setup: Setup, tuner: str, workers: int, seed: int, *, curves_pa
     cluster = SimCluster(oracle, curves, workers=workers, max_epochs=setup.max_epochs,
                          nodes_per_worker=setup.nodes_per_worker,
                          ranks_per_worker=setup.ranks_per_worker,
-                         budget_seconds=setup.budget_seconds(workers),
+                         budget_node_hours=setup.budget_node_hours,
+                         chief_node=setup.chief_node, setup_costs=setup.setup_costs,
                          objective=search_cfg.objective,
                          parallel_efficiency=setup.parallel_efficiency,
-                         time_scale=setup.time_scale,
+                         time_scale=setup.time_scale or 1.0,
                          on_record=log if output_dir else None)
     t0 = time.perf_counter()
     result = cluster.run()
@@ -269,11 +302,12 @@ def simulate_run(setup: Setup, tuner: str, workers: int, seed: int, *, curves_pa
         launch = LaunchConfig(workers=workers, ranks_per_worker=setup.ranks_per_worker,
                               ranks_per_node=setup.ranks_per_node,
                               accelerators_per_node=setup.ranks_per_node, threads_per_rank=0,
-                              output_dir=output_dir, run_name=name, system="simulated")
+                              output_dir=output_dir, run_name=name, system="simulated",
+                              chief_node=setup.chief_node)
         config = paper_tree(experiment).override(
             {"search": search_cfg.to_dict(), "launch": launch.to_dict()}).validate()
         write_params(config, run_dir, search_id=search_id, simulated=True)
-        log.write(run_dir, result, workers=workers, nodes=launch.nodes,
+        log.write(run_dir, result, workers=workers, nodes=result.nodes,
                   accelerators_per_node=setup.ranks_per_node, seed=seed)
         summary.run_dir = run_dir
         atomic_write_text(os.path.join(run_dir, SIM_FILE),
@@ -309,7 +343,7 @@ def replay_run(run_dir: str, workers: int = 1, max_trials: int | None = None) ->
     worker the decisions must equal :func:`run_decisions` of the run, trial by trial.
     """
     from benchmark.config import load_params
-    from benchmark.curves import RunCurves
+    from benchmark.sim.curves import RunCurves
     from tuners.oracles import make_oracle
     from tuners.space import build_space
 
@@ -333,14 +367,22 @@ def per_seed_table(runs: Sequence[RunSummary], budget_node_hours: float):
     """One row per run: best loss, Random's target for its seed, node-hours to reach it."""
     import pandas as pd
 
+    from reports.stats import quantile
+    from reports.tables import TARGET_QUANTILE
+
     target = {(r.workers, r.seed): r.result.best_loss for r in runs if r.tuner == "random"}
+    pooled = {w: quantile([r.result.best_loss for r in runs if r.workers == w], TARGET_QUANTILE)
+              for w in {r.workers for r in runs}}
     rows = []
     for r in runs:
         goal = target.get((r.workers, r.seed), math.nan)
         nh = r.result.node_hours_to_reach(goal) if math.isfinite(goal) else math.nan
+        fixed = pooled[r.workers]
         rows.append({"tuner": r.tuner, "workers": r.workers, "seed": r.seed,
                      "best_loss": r.result.best_loss, "random_best_loss": goal,
-                     "node_hours_to_random_best": nh,
+                     "node_hours_to_random_best": nh, "pooled_target": fixed,
+                     "node_hours_to_pooled_target": (r.result.node_hours_to_reach(fixed)
+                                                     if math.isfinite(fixed) else math.nan),
                      "fraction_of_random_budget": nh / budget_node_hours,
                      "allocated_node_hours": r.result.allocated_node_hours,
                      "trials": len(r.result.trials), "epochs": r.result.epochs,
@@ -391,6 +433,44 @@ def comparison_table(per_seed):
     return pd.DataFrame(rows)
 
 
+def interval_table(per_seed):
+    """Per (workers, tuner) against a target fixed in advance (the pooled-quantile rule of
+    :mod:`reports.tables`: a quantile of the final losses of every run at that scale): the
+    allocated node-hours to reach it and the final loss, medians with bootstrap 95% intervals
+    over seeds (:func:`reports.stats.bootstrap_median`); never reaching it counts as inf."""
+    import pandas as pd
+
+    from reports.stats import bootstrap_median
+
+    rows = []
+    order = {t: i for i, t in enumerate(TUNERS)}
+    for (workers, tuner), group in sorted(per_seed.groupby(["workers", "tuner"]),
+                                          key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
+        nh = bootstrap_median(group["node_hours_to_pooled_target"])
+        loss = bootstrap_median(group["best_loss"])
+        rows.append({"workers": workers, "tuner": tuner, "seeds": len(group),
+                     "target": float(group["pooled_target"].iloc[0]),
+                     "reached": int(np.isfinite(group["node_hours_to_pooled_target"]).sum()),
+                     "nh_to_target": nh[0], "nh_low": nh[1], "nh_high": nh[2],
+                     "final_loss": loss[0], "loss_low": loss[1], "loss_high": loss[2]})
+    return pd.DataFrame(rows)
+
+
+def interval_markdown(table) -> str:
+    from reports.tables import TARGET_QUANTILE
+
+    head = (f"Target fixed in advance: the {TARGET_QUANTILE:g} quantile of the final losses of "
+            "every run at that worker count (all tuners, all seeds). Medians over seeds with "
+            "bootstrap 95% intervals.\n\n"
+            "| workers | tuner | target | allocated node-hours to target [95% CI] | reached | "
+            "final loss [95% CI] |\n|---|---|---|---|---|---|\n")
+    lines = [f"| {r.workers} | {r.tuner} | {r.target:.4f} | {_fmt(r.nh_to_target, 2)} "
+             f"[{_fmt(r.nh_low, 2)}, {_fmt(r.nh_high, 2)}] | {r.reached}/{r.seeds} | "
+             f"{r.final_loss:.4f} [{r.loss_low:.4f}, {r.loss_high:.4f}] |"
+             for r in table.itertuples()]
+    return head + "\n".join(lines) + "\n"
+
+
 def markdown_table(table, budget_node_hours: float) -> str:
     """The comparison as a Markdown table."""
     head = ("| workers | tuner | node-hours to Random's best: median [IQR] | of Random's "
@@ -418,6 +498,53 @@ def _fmt(x: float, digits: int = 1) -> str:
     return f"{x:.{digits}f}"
 
 
+def sensitivity_table(extrapolated, capped):
+    """Per (workers, tuner): the tuners' ranks with extrapolated epochs and with epochs capped
+    at the recorded length (1 = best; by median final best loss, and by median node-hours to
+    Random's best), from the two comparison tables."""
+    import pandas as pd
+
+    def ranks(table):
+        out = {}
+        for workers, group in table.groupby("workers"):
+            by_loss = group["best_loss_median"].rank(method="min")
+            by_nh = group["nh_to_random_best_median"].rank(method="min", na_option="bottom")
+            for i, tuner in enumerate(group["tuner"]):
+                out[(workers, tuner)] = (int(by_loss.iloc[i]), int(by_nh.iloc[i]),
+                                         float(group["best_loss_median"].iloc[i]))
+        return out
+
+    a, b = ranks(extrapolated), ranks(capped)
+    rows = []
+    for key in a:
+        if key not in b:
+            continue
+        rows.append({"workers": key[0], "tuner": key[1],
+                     "rank_loss_extrapolated": a[key][0], "rank_loss_capped": b[key][0],
+                     "rank_nh_extrapolated": a[key][1], "rank_nh_capped": b[key][1],
+                     "best_loss_extrapolated": a[key][2], "best_loss_capped": b[key][2]})
+    return pd.DataFrame(rows)
+
+
+def sensitivity_markdown(table, max_epochs: int, recorded: int, method: str) -> str:
+    """The sensitivity table as Markdown, with a line saying whether the ranking changed."""
+    head = (f"## Sensitivity to extrapolation\n\nmax_epochs {max_epochs} with epochs "
+            f"{recorded + 1}..{max_epochs} extrapolated ({method}) vs max_epochs capped at the "
+            f"{recorded} recorded epochs. Ranks: 1 = best.\n\n"
+            "| workers | tuner | rank by loss: extrapolated | capped | rank by node-hours to "
+            "Random's best: extrapolated | capped | best loss: extrapolated | capped |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    lines = [f"| {r.workers} | {r.tuner} | {r.rank_loss_extrapolated} | {r.rank_loss_capped} | "
+             f"{r.rank_nh_extrapolated} | {r.rank_nh_capped} | {r.best_loss_extrapolated:.4f} "
+             f"| {r.best_loss_capped:.4f} |" for r in table.itertuples()]
+    same = bool(len(table)) and all(
+        (table.rank_loss_extrapolated == table.rank_loss_capped)
+        & (table.rank_nh_extrapolated == table.rank_nh_capped))
+    verdict = ("The ranking is the same with and without extrapolation." if same else
+               "The ranking CHANGES with extrapolation: read the extrapolated table with care.")
+    return head + "\n".join(lines) + "\n\n" + verdict + "\n"
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
@@ -432,9 +559,11 @@ def define_flags() -> None:
     flags.DEFINE_list("workers", None, "worker counts (default: the preset's)")
     flags.DEFINE_integer("seeds", None, "number of seeds, first_seed .. first_seed+seeds-1")
     flags.DEFINE_integer("first_seed", None, "first seed (>= 1)")
-    flags.DEFINE_string("curves", "", "learning-curve table (CSV, see benchmark.curves); "
-                        "empty = the parametric surrogate")
-    flags.DEFINE_enum("preset", "paper", list(PRESETS), "simulated setting")
+    flags.DEFINE_string("curves", "", "learning-curve table (CSV or CSV.gz, see "
+                        "benchmark.sim.curves); empty = the parametric surrogate")
+    flags.DEFINE_enum("preset", "delphes", list(PRESETS), "scheduler settings replayed: "
+                      + "; ".join(f"{s.name}: {s.description}"
+                                  for s in SCHEDULER_SETTINGS.values()))
     flags.DEFINE_string("output_dir", "runs/simulated", "parent of the run directories")
     flags.DEFINE_float("budget_node_hours", None, "allocated node-hours per search")
     flags.DEFINE_float("nodes_per_worker", None, "nodes held by one worker")
@@ -446,9 +575,15 @@ def define_flags() -> None:
     flags.DEFINE_float("base_epoch_seconds", None, "surrogate: seconds per epoch on one node")
     flags.DEFINE_float("noise", None, "relative noise of the per-epoch losses")
     flags.DEFINE_integer("landscape_seed", None, "surrogate: seed of the loss landscape")
-    flags.DEFINE_float("time_scale", None, "factor on every epoch time (table -> target system)")
+    flags.DEFINE_float("time_scale", None, "factor on every epoch, setup and restore time "
+                       "(table -> target system); required with --curves")
     flags.DEFINE_boolean("common_draws", None, "tuners of one seed share the oracle seed "
                          "(common random numbers; default: the preset's, true)")
+    flags.DEFINE_boolean("chief_node", None, "the chief holds a node of its own (charged)")
+    flags.DEFINE_boolean("setup_costs", None, "charge the table's setup and restore seconds "
+                         "(--nosetup_costs: free, to show how much they matter)")
+    flags.DEFINE_string("extrapolate", None, "how to make up epochs beyond the table's "
+                        f"recording ({', '.join(EXTRAPOLATIONS)}); default: refuse")
     flags.DEFINE_boolean("write_runs", True, "write run directories (off: only the comparison)")
     flags.DEFINE_boolean("tables_only", False, "rebuild the comparison from "
                          "<output_dir>/per_seed.csv without simulating")
@@ -456,7 +591,8 @@ def define_flags() -> None:
 
 _SETUP_FLAGS = ("budget_node_hours", "nodes_per_worker", "max_epochs", "min_epochs",
                 "reduction_factor", "num_initial_points", "space", "base_epoch_seconds",
-                "noise", "landscape_seed", "time_scale", "seeds", "first_seed", "common_draws")
+                "noise", "landscape_seed", "time_scale", "seeds", "first_seed", "common_draws",
+                "chief_node", "setup_costs", "extrapolate")
 
 
 def setup_from_flags() -> Setup:
@@ -472,34 +608,99 @@ def setup_from_flags() -> Setup:
         if any(w < 1 for w in changes["workers"]):
             raise ConfigError(f"--workers={','.join(FLAGS.workers)}: must be >= 1")
     setup = dataclasses.replace(setup, **changes)
-    for name in ("budget_node_hours", "nodes_per_worker", "base_epoch_seconds", "time_scale"):
+    validate_setup(setup, FLAGS.curves)
+    unknown = [t for t in FLAGS.tuner if t not in TUNERS]
+    if unknown:
+        raise ConfigError(f"--tuner={','.join(FLAGS.tuner)}: unknown {', '.join(unknown)}; "
+                          f"known: {', '.join(TUNERS)}")
+    return setup
+
+
+def validate_setup(setup: Setup, curves_path: str = ""):
+    """Check a setting before any simulation; returns the table (None: the surrogate).
+
+    With a table: ``time_scale`` is required, and a ``max_epochs`` beyond the recorded epochs
+    is refused unless ``extrapolate`` names a method. Errors are one line naming the flag.
+    """
+    for name in ("budget_node_hours", "nodes_per_worker", "base_epoch_seconds"):
         value = getattr(setup, name)
         if not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"--{name}={value!r}: must be a positive number")
+    if setup.time_scale is not None and not (setup.time_scale > 0
+                                             and math.isfinite(setup.time_scale)):
+        raise ConfigError(f"--time_scale={setup.time_scale!r}: must be a positive number")
     if setup.seeds < 1 or setup.first_seed < 1:
         raise ConfigError(f"--seeds={setup.seeds} / --first_seed={setup.first_seed}: "
                           "must be >= 1")
     if setup.noise < 0:
         raise ConfigError(f"--noise={setup.noise!r}: must be >= 0")
-    unknown = [t for t in FLAGS.tuner if t not in TUNERS]
-    if unknown:
-        raise ConfigError(f"--tuner={','.join(FLAGS.tuner)}: unknown {', '.join(unknown)}; "
-                          f"known: {', '.join(TUNERS)}")
-    if FLAGS.curves and not os.path.isfile(FLAGS.curves):
-        raise ConfigError(f"--curves={FLAGS.curves}: no such file")
-    if FLAGS.curves:  # read the table once now: a bad one fails before any simulation
-        from tuners.space import build_space
+    if setup.extrapolate and setup.extrapolate not in EXTRAPOLATIONS:
+        raise ConfigError(f"--extrapolate={setup.extrapolate}: unknown method; known: "
+                          f"{', '.join(EXTRAPOLATIONS)}")
+    if not curves_path:
+        return None
+    if not os.path.isfile(curves_path):
+        raise ConfigError(f"--curves={curves_path}: no such file")
+    table = load_curves(curves_path)
+    if setup.time_scale is None:
+        raise ConfigError(
+            f"--curves={curves_path}: --time_scale is required with a table (the factor from "
+            f"its median epoch of {table.median_epoch_seconds():.3g} s on the recording "
+            "machine to the target system's epoch time)")
+    recorded = table.recorded_epochs
+    if setup.max_epochs > recorded and not setup.extrapolate:
+        raise ConfigError(
+            f"--curves={curves_path}: recorded for {recorded} epochs, but preset "
+            f"{setup.preset!r} trains up to max_epochs={setup.max_epochs}; give "
+            f"--extrapolate={EXTRAPOLATIONS[0]} (the report then ranks the tuners with and "
+            f"without it) or --max_epochs<={recorded}")
+    return table
 
-        try:
-            load_curves(FLAGS.curves, space=build_space(setup.space), noise=setup.noise,
-                        noise_seed=setup.first_seed)
-        except (CurveError, ValueError, OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--curves={FLAGS.curves}: not a learning-curve table: "
-                              + " ".join(str(exc).split())) from None
-    return setup
+
+def capped_setup(setup: Setup, recorded: int) -> Setup:
+    """The same setting with training capped at the recorded epochs (no extrapolation)."""
+    return dataclasses.replace(setup, max_epochs=recorded,
+                               min_epochs=min(setup.min_epochs, recorded), extrapolate="")
 
 
-EXIT_USAGE = 2
+def simulate_all(setup: Setup, tuners: Sequence[str], curves_path: str,
+                 output_dir: str | None, log=print) -> list[RunSummary]:
+    """Every (workers, tuner, seed) of a setting; one progress line per (workers, tuner)."""
+    runs: list[RunSummary] = []
+    seeds = range(setup.first_seed, setup.first_seed + setup.seeds)
+    for workers in setup.workers:
+        for tuner in tuners:
+            t0, c0 = time.perf_counter(), time.process_time()
+            trials = epochs = 0
+            engine = 0.0
+            for seed in seeds:
+                summary = simulate_run(setup, tuner, workers, seed, curves_path=curves_path,
+                                       output_dir=output_dir)
+                runs.append(summary)
+                trials += len(summary.result.trials)
+                epochs += summary.result.epochs
+                engine += summary.wall_seconds
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            log(f"  {tuner:9s} w={workers:<4d} {len(seeds)} seeds: {trials} trials, {epochs} "
+                f"epochs in {wall:.1f} s wall, {cpu:.1f} s CPU ({trials / wall:.0f} trials/s "
+                f"wall, {trials / max(cpu, 1e-9):.0f} trials per CPU-s; simulation loop "
+                f"{engine:.1f} s)")
+    return runs
+
+
+def describe_costs(setup: Setup, table) -> str:
+    """The report's sentence on the target system's times and what is charged."""
+    if table is None:
+        return (f"curves: parametric surrogate ({setup.base_epoch_seconds:g} s per epoch at "
+                "the space's centre; no setup costs)")
+    scale = setup.time_scale or 1.0
+    setup_note = (f"median setup {table.median_setup_seconds() * scale:.3g} s per new trial, "
+                  "restores as recorded" if setup.setup_costs else
+                  "setup and restore costs OFF (--nosetup_costs)")
+    return (f"curves: {table.source} ({len(table.curves)} configurations, "
+            f"{table.recorded_epochs} recorded epochs); target system: median epoch "
+            f"{table.median_epoch_seconds() * scale:.3g} s (recorded "
+            f"{table.median_epoch_seconds():.3g} s x time_scale {scale:g}), {setup_note}")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -507,60 +708,66 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         setup = setup_from_flags()
-        if FLAGS.tables_only and not os.path.exists(os.path.join(FLAGS.output_dir,
-                                                                 "per_seed.csv")):
-            raise ConfigError(f"--tables_only: no {os.path.join(FLAGS.output_dir, 'per_seed.csv')}")
-    except ConfigError as exc:  # one line, exit 2, before any simulation
-        print(f"benchmark.simulate: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        table = validate_setup(setup, FLAGS.curves)
+    except (ConfigError, CurveError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     if FLAGS.tables_only:
         import pandas as pd
 
         path = os.path.join(FLAGS.output_dir, "per_seed.csv")
+        if not os.path.exists(path):
+            print(f"error: --tables_only: no {path}", file=sys.stderr)
+            sys.exit(2)
         write_tables(pd.read_csv(path), setup, FLAGS.output_dir, "rebuilt from per_seed.csv")
         return
     tuners = list(FLAGS.tuner)
     if "random" not in tuners:
         print("note: without --tuner=random there is no target; only best losses are compared")
     output_dir = FLAGS.output_dir
-    runs: list[RunSummary] = []
-    seeds = range(setup.first_seed, setup.first_seed + setup.seeds)
-    source = FLAGS.curves or "surrogate"
+    source = describe_costs(setup, table)
     print(f"simulating {', '.join(tuners)} x workers {list(setup.workers)} x seeds "
-          f"{seeds.start}..{seeds.stop - 1}; curves: {source}; budget "
-          f"{setup.budget_node_hours:g} node-hours")
-    for workers in setup.workers:
-        for tuner in tuners:
-            t0, c0 = time.perf_counter(), time.process_time()
-            trials = epochs = 0
-            engine = 0.0
-            for seed in seeds:
-                summary = simulate_run(setup, tuner, workers, seed, curves_path=FLAGS.curves,
-                                       output_dir=output_dir if FLAGS.write_runs else None)
-                runs.append(summary)
-                trials += len(summary.result.trials)
-                epochs += summary.result.epochs
-                engine += summary.wall_seconds
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            print(f"  {tuner:9s} w={workers:<4d} {len(seeds)} seeds: {trials} trials, {epochs} "
-                  f"epochs in {wall:.1f} s wall, {cpu:.1f} s CPU ({trials / wall:.0f} trials/s "
-                  f"wall, {trials / max(cpu, 1e-9):.0f} trials per CPU-s; simulation loop "
-                  f"{engine:.1f} s)")
-    write_tables(per_seed_table(runs, setup.budget_node_hours), setup, output_dir,
-                 f"curves: {source}")
+          f"{setup.first_seed}..{setup.first_seed + setup.seeds - 1}; preset {setup.preset}; "
+          f"{source}; budget {setup.budget_node_hours:g} allocated node-hours")
+    runs = simulate_all(setup, tuners, FLAGS.curves, output_dir if FLAGS.write_runs else None)
+    sensitivity = ""
+    if table is not None and setup.max_epochs > table.recorded_epochs:
+        capped = capped_setup(setup, table.recorded_epochs)
+        print(f"again with max_epochs capped at the {table.recorded_epochs} recorded epochs:")
+        capped_runs = simulate_all(
+            capped, tuners, FLAGS.curves,
+            os.path.join(output_dir, "capped") if FLAGS.write_runs else None)
+        sens = sensitivity_table(
+            comparison_table(per_seed_table(runs, setup.budget_node_hours)),
+            comparison_table(per_seed_table(capped_runs, setup.budget_node_hours)))
+        sensitivity = sensitivity_markdown(sens, setup.max_epochs, table.recorded_epochs,
+                                           setup.extrapolate)
+        atomic_write_text(os.path.join(output_dir, "sensitivity.csv"), sens.to_csv(index=False))
+    write_tables(per_seed_table(runs, setup.budget_node_hours), setup, output_dir, source,
+                 extra=sensitivity)
 
 
-def write_tables(per_seed, setup: Setup, output_dir: str, source: str) -> None:
-    """per_seed.csv, comparison.csv and comparison.md into ``output_dir``; print the table."""
+def write_tables(per_seed, setup: Setup, output_dir: str, source: str, extra: str = "") -> None:
+    """per_seed.csv, comparison.csv and comparison.md into ``output_dir``; print the table.
+
+    ``extra`` (Markdown, e.g. the sensitivity table) is appended to comparison.md and printed.
+    """
     table = comparison_table(per_seed)
     text = markdown_table(table, setup.budget_node_hours)
     os.makedirs(output_dir, exist_ok=True)
+    if "node_hours_to_pooled_target" in per_seed:
+        intervals = interval_table(per_seed)
+        text = interval_markdown(intervals) + "\nAgainst Random's best of each seed:\n\n" + text
+        atomic_write_text(os.path.join(output_dir, "intervals.csv"),
+                          intervals.to_csv(index=False))
     atomic_write_text(os.path.join(output_dir, "per_seed.csv"), per_seed.to_csv(index=False))
     atomic_write_text(os.path.join(output_dir, "comparison.csv"), table.to_csv(index=False))
-    atomic_write_text(os.path.join(output_dir, "comparison.md"),
-                      f"Simulated searches ({source}; preset {FLAGS.preset}; "
-                      f"{setup.budget_node_hours:g} node-hours per search)\n\n" + text)
-    print(text)
+    title = (f"Simulated searches (preset {setup.preset}: max {setup.max_epochs} epochs, grace "
+             f"{setup.min_epochs}, eta {setup.reduction_factor}; {source}; "
+             f"{setup.budget_node_hours:g} allocated node-hours per search)\n\n")
+    body = text + ("\n" + extra if extra else "")
+    atomic_write_text(os.path.join(output_dir, "comparison.md"), title + body)
+    print(title + body)
     sys.stdout.flush()
 
 
