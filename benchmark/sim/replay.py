@@ -709,15 +709,19 @@ def main(argv: Sequence[str]) -> None:
     try:
         setup = setup_from_flags()
         table = validate_setup(setup, FLAGS.curves)
-    except (ConfigError, CurveError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # one line, exit 2, before any simulation
+        print(f"benchmark.sim.replay: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        sys.exit(2)
+    except (CurveError, ValueError, OSError, UnicodeDecodeError) as exc:
+        print(f"benchmark.sim.replay: error: --curves={FLAGS.curves}: not a learning-curve "
+              f"table: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(2)
     if FLAGS.tables_only:
         import pandas as pd
 
         path = os.path.join(FLAGS.output_dir, "per_seed.csv")
         if not os.path.exists(path):
-            print(f"error: --tables_only: no {path}", file=sys.stderr)
+            print(f"benchmark.sim.replay: error: --tables_only: no {path}", file=sys.stderr)
             sys.exit(2)
         write_tables(pd.read_csv(path), setup, FLAGS.output_dir, "rebuilt from per_seed.csv")
         return

@@ -4,8 +4,8 @@ records which limit stopped the search."""
 import io
 
 from tuners.budget import AllocationBudget
-from tuners.distributed.chief import Chief, worker_tuner_id
 from tuners.config import SearchConfig
+from tuners.distributed.chief import Chief, worker_tuner_id
 from tuners.oracles import make_oracle
 from tuners.space import build_space
 

@@ -72,10 +72,10 @@ def test_delphes_data_must_be_built_or_at_hand(tmp_path):
 
 
 CASES = {
-    "simulate_workers": (["benchmark.simulate", "--workers=0"],
-                         "benchmark.simulate: error: --workers=0: must be >= 1"),
-    "simulate_curves": (["benchmark.simulate", "--curves={table}"],
-                        "benchmark.simulate: error: --curves={table}: not a learning-curve "
+    "simulate_workers": (["benchmark.sim.replay", "--workers=0"],
+                         "benchmark.sim.replay: error: --workers=0: must be >= 1"),
+    "simulate_curves": (["benchmark.sim.replay", "--curves={table}"],
+                        "benchmark.sim.replay: error: --curves={table}: not a learning-curve "
                         "table: {table}: missing column(s) config_id, epoch, val_loss, "
                         "epoch_seconds; a curve table has config_id, epoch, val_loss, "
                         "epoch_seconds and one column per hyperparameter"),
