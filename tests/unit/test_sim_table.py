@@ -103,8 +103,8 @@ def test_cli_refuses_with_exit_2_and_reports_sensitivity_with_extrapolate(table_
     refused = _cli(common, cwd)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
-        f"error: --curves={table_path}: recorded for 4 epochs, but preset 'delphes' trains up "
-        "to max_epochs=8; give --extrapolate=power_law (the report then ranks the tuners with "
+        f"benchmark.sim.replay: error: --curves={table_path}: recorded for 4 epochs, but preset "
+        "'delphes' trains up to max_epochs=8; give --extrapolate=power_law (the report then ranks the tuners with "
         "and without it) or --max_epochs<=4"]
     assert not out.exists()
     done = _cli([*common, "--extrapolate=power_law"], cwd)
