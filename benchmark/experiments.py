@@ -121,6 +121,33 @@ _COMPARE: Overrides = {
                "threads_per_rank": 1},
 }
 
+#: the reference model's widths divided by this for the curve table (128 -> 16, 256 -> 32)
+CURVES_WIDTH_DIVISOR = 8
+
+_CURVES: Overrides = {
+    # Pythia ttbar events (no pile-up) through the Delphes CMS card, padded to the reduced
+    # space's LOCAL_PADDING (512; bin sizes 16/32 cut them into as many bins as a Delphes
+    # event), a small fixed sample so that 256 configurations x 100 epochs fit a core-hour or two
+    "data": {"dataset": "synthetic_pf", "config": "ttbar", "n_train": 16, "n_validation": 8,
+             "n_test": 8, "max_elements": 512, "padding": "fixed", "truncate": True,
+             "shuffle_buffer": 16, "cache": True},
+    # the reference model (variant, activation, loss and its weights, 3 + 3 graph layers,
+    # one FFN layer, max 100 bins) with every width divided by CURVES_WIDTH_DIVISOR; bin size
+    # and the other searched values come from the reduced space
+    "model": {**DELPHES_REFERENCE,
+              **{k: DELPHES_REFERENCE[k] // CURVES_WIDTH_DIVISOR
+                 for k in ("distance_dim", "output_dim", "head_hidden_dim",
+                           "ffn_dist_hidden_dim")},
+              "bin_size": 16},
+    # the reference's Delphes training (Adam, exponential decay) for the preset's 100 epochs
+    "train": {**_DELPHES_PAPER["train"], "checkpoint_every_epochs": 0, "keep_checkpoints": 1},
+    "search": {"tuner": "asha", "space": "reduced", "objective": "val_loss", "direction": "min",
+               **DELPHES_SETTINGS.search(), "max_trials": 0, "node_hour_budget": 72.0,
+               "seed": 1},
+    "launch": {"workers": 1, "ranks_per_worker": 1, "ranks_per_node": 1,
+               "threads_per_rank": 1},
+}
+
 #: worker counts of the scaling study
 SCALING_WORKERS = (1, 2, 4, 8)
 
@@ -135,6 +162,10 @@ EXPERIMENTS: dict[str, Experiment] = {
         "scaling", "the smoke search at several worker counts (one run per count: "
         + ", ".join(map(str, SCALING_WORKERS)) + ")", _SMOKE,
         sweep={"launch.workers": SCALING_WORKERS}),
+    "curves": Experiment(
+        "curves", "what the shipped curve table is recorded on (benchmark.sim.record): "
+        "ttbar events padded to 512, the reference model with widths / "
+        f"{CURVES_WIDTH_DIVISOR}, the reference's Delphes training for 100 epochs", _CURVES),
     "compare": Experiment(
         "compare", "all four tuners with one allocated node-hour budget per search "
         f"({COMPARE_NODE_HOURS:g}) as the only limit; the comparison of make run", _COMPARE,

@@ -2,8 +2,10 @@
 
 Configurations are drawn at random (seeded) from a search space of :mod:`tuners.space`; each
 is trained from scratch with :func:`mlpf_tf.train.train` for ``--epochs`` epochs on the data,
-model and training sections of a registered experiment (default ``smoke``: synthetic events and
-a reduced graph network, so a configuration takes seconds to minutes on two cores). After each
+model and training sections of a registered experiment (default ``curves``, what the shipped
+table ``benchmark/sim/data/curves_mlpf.csv.gz`` is recorded on: Pythia ttbar events padded to
+512 elements, the reference MLPF with its widths divided by 8, the reference's Delphes
+training for the presets' 100 epochs; about a minute per configuration on one core). After each
 epoch the validation loss and the epoch's wall seconds are kept; after each configuration the
 whole table is rewritten atomically (format in :mod:`benchmark.sim.curves`), so an interrupted
 recording keeps what it finished and a rerun with the same flags skips the configurations
@@ -32,8 +34,8 @@ code version, Spearman rank correlation of the epoch-k loss with the final loss 
 k = 1, 3, 9, 27, median setup and epoch seconds, total recorded seconds). An unsharded
 recording writes its manifest when it is complete.
 
-    python -m benchmark.sim.record --experiment=smoke --space=reduced --configs=256 \
-        --epochs=30 --jobs=2 --threads=1 --output=benchmark/sim/data/curves_synthetic.csv
+    python -m benchmark.sim.record --experiment=curves --space=reduced --configs=256 \
+        --epochs=100 --threads=1 --output=runs/curves_mlpf.csv.gz
     python -m benchmark.sim.record ... --shard=0/2 --output=runs/t0.csv   # machine A
     python -m benchmark.sim.record ... --shard=1/2 --output=runs/t1.csv   # machine B
     python -m benchmark.sim.record --merge=runs/t0.csv,runs/t1.csv --output=runs/t.csv.gz
@@ -414,13 +416,14 @@ def merge(shard_paths: Sequence[str], output: str, log=print) -> dict[str, Any]:
 def define_flags() -> None:
     if "configs" in FLAGS:
         return
-    flags.DEFINE_string("experiment", "smoke", "registered experiment giving data/model/train")
+    flags.DEFINE_string("experiment", "curves", "registered experiment giving data/model/train")
     flags.DEFINE_string("space", "reduced", "search space the configurations come from")
-    flags.DEFINE_integer("configs", 24, "configurations to record", lower_bound=1)
-    flags.DEFINE_integer("epochs", 12, "epochs per configuration", lower_bound=1)
+    flags.DEFINE_integer("configs", 256, "configurations to record", lower_bound=1)
+    flags.DEFINE_integer("epochs", 100, "epochs per configuration", lower_bound=1)
     flags.DEFINE_integer("seed", 1, "seed of the configuration draws")
-    flags.DEFINE_integer("threads", 2, "TensorFlow intra-op threads")
-    flags.DEFINE_string("output", "runs/curves_synthetic.csv", "table to write (CSV)")
+    flags.DEFINE_integer("threads", 1, "TensorFlow intra-op threads")
+    flags.DEFINE_string("output", "runs/curves_mlpf.csv.gz", "table to write (CSV, or "
+                        "compressed CSV when it ends in .gz)")
     flags.DEFINE_boolean("isolate", True, "train each configuration in its own process")
     flags.DEFINE_integer("jobs", 1, "configurations trained at once (processes; needs "
                          "--isolate); give each --threads=cores/jobs", lower_bound=1)
@@ -447,10 +450,17 @@ def main(argv: Sequence[str]) -> None:
     if FLAGS.index >= 0:
         child_main()
         return
+    from benchmark.experiments import UnknownExperiment
+    from mlpf_tf.configbase import ConfigError
+
     t0 = time.perf_counter()
-    rows = record(FLAGS.experiment, FLAGS.space, FLAGS.configs, FLAGS.epochs, FLAGS.seed,
-                  FLAGS.output, threads=FLAGS.threads, isolate=FLAGS.isolate,
-                  jobs=FLAGS.jobs, shard=shard)
+    try:
+        rows = record(FLAGS.experiment, FLAGS.space, FLAGS.configs, FLAGS.epochs, FLAGS.seed,
+                      FLAGS.output, threads=FLAGS.threads, isolate=FLAGS.isolate,
+                      jobs=FLAGS.jobs, shard=shard)
+    except (CurveError, ConfigError, UnknownExperiment, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     print(f"recording took {time.perf_counter() - t0:.1f} s wall")
     n = len({r["config_id"] for r in rows})
     print(f"{FLAGS.output}: {n} configurations, {len(rows)} rows "

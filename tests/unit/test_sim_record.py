@@ -97,3 +97,27 @@ def test_a_tiny_real_recording_measures_costs_memory_and_parameters(tmp_path):
         assert row["params"] > 100 and row["peak_memory_mb"] > 50
     manifest = json.loads(open(record.manifest_path(out)).read())
     assert manifest["configurations"] == 2 and manifest["median_setup_seconds"] > 0
+
+
+def test_the_curves_experiment_is_the_reference_model_scaled_on_local_ttbar_events():
+    """What the shipped table is recorded on: the reference model with its widths divided by
+    CURVES_WIDTH_DIVISOR (depths, activation and loss weights kept), ttbar events padded to the
+    reduced space's LOCAL_PADDING, the reference's Delphes training for the preset's epochs."""
+    from mlpf_tf.model.config import DELPHES_REFERENCE
+    from tuners.space import LOCAL_PADDING, scaled_bin_size
+
+    over = experiments.get("curves").overrides
+    div = experiments.CURVES_WIDTH_DIVISOR
+    assert div > 1
+    model = over["model"]
+    for width in ("distance_dim", "output_dim", "head_hidden_dim", "ffn_dist_hidden_dim"):
+        assert model[width] * div == DELPHES_REFERENCE[width]
+    for kept in ("variant", "num_graph_layers_common", "num_graph_layers_energy",
+                 "activation", "pt_loss_weight", "max_num_bins"):
+        assert model[kept] == DELPHES_REFERENCE[kept]
+    assert model["bin_size"] == scaled_bin_size(160)
+    data = over["data"]
+    assert (data["config"], data["max_elements"]) == ("ttbar", LOCAL_PADDING)
+    assert over["train"]["lr_schedule"] == "exponential"
+    assert over["search"]["max_epochs"] == experiments.DELPHES_SETTINGS.max_epochs == 100
+    assert over["search"]["space"] == "reduced"
