@@ -57,7 +57,7 @@ import dataclasses
 import heapq
 import math
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from benchmark.sim.curves import configuration
@@ -272,6 +272,8 @@ class SimCluster:
     docstring), held on ``workers x nodes_per_worker`` nodes plus one with ``chief_node``;
     ``max_trials`` caps the trials started (the oracle is not asked for more; its own
     ``max_trials`` is left alone because keras-tuner derives the trial-id width from it).
+    ``start_offsets`` (seconds, one per worker; default all 0) is when each worker first asks
+    for a trial, as workers of a real job that start one after another.
     ``on_record(kind, run, **fields)`` is called for every trial_start / epoch / trial_end with
     the simulated time in ``fields["time"]``; the caller turns them into records.
     """
@@ -283,9 +285,13 @@ class SimCluster:
                  on_record: Callable[..., None] | None = None, tuner_prefix: str = "worker",
                  fast: bool = True, max_trials: int | None = None,
                  budget_node_hours: float | None = None, chief_node: bool = False,
-                 setup_costs: bool = True):
+                 setup_costs: bool = True, start_offsets: Sequence[float] | None = None):
         if not (isinstance(workers, int) and workers >= 1):
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        offsets = [0.0] * workers if start_offsets is None else [float(x) for x in start_offsets]
+        if len(offsets) != workers or not all(x >= 0 and math.isfinite(x) for x in offsets):
+            raise ValueError(f"start_offsets must be {workers} finite numbers >= 0, got "
+                             f"{start_offsets!r}")
         if not (isinstance(max_epochs, int) and max_epochs >= 1):
             raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}")
         if nodes_per_worker <= 0:
@@ -312,6 +318,7 @@ class SimCluster:
         self.max_trials = max_trials
         self.chief_nodes = 1.0 if chief_node else 0.0
         self.setup_costs = setup_costs
+        self.start_offsets = offsets
         self.now = 0.0
         from tuners.budget import AllocationBudget
 
@@ -427,7 +434,11 @@ class SimCluster:
             ask(worker, t)
 
         for w in range(self.workers):
-            ask(w, 0.0)
+            if self.start_offsets[w] > 0:  # a worker that joins later: its join is an event
+                seq += 1
+                heapq.heappush(heap, (self.start_offsets[w], seq, w))
+            else:
+                ask(w, 0.0)
         if not heap and idle:
             raise SimulationError("the oracle answered IDLE to every worker at the start")
 
@@ -438,6 +449,13 @@ class SimCluster:
                 stop_reason = "budget"
                 break
             now = t
+            if worker not in running:  # a late worker joins: it asks for its first trial
+                ask(worker, t)
+                if idle:
+                    waiting, idle[:] = list(idle), []
+                    for w in waiting:
+                        ask(w, t)
+                continue
             events += 1
             run = running[worker]
             run.epochs_done += 1
