@@ -27,7 +27,10 @@ trial's physics is written into ``<run_dir>/best/`` if ``benchmark.run`` did not
 (:mod:`tuners.best_model`). Rerunning skips every search whose run directory is complete
 (``best.json`` written) and continues an interrupted one with ``--resume``. Finally
 :mod:`reports.report` writes ``<output_dir>/report`` (``report.md``, ``anytime.png``, ...),
-headed by a section on this comparison (budgets, searches, wall and CPU seconds).
+headed by a section on this comparison (budgets, searches, wall and CPU seconds). Before that
+section comes the simulated comparison (:mod:`benchmark.sim.paper`): the reference study's
+search replayed for every tuner on the shipped curve table with ``--simulated_seeds`` seeds
+(20; 0 leaves it out), written to ``<output_dir>/simulated`` and marked simulated.
 
 Progress, one line per search while it runs: ``[i/N] tuner wW sS: T trials, best val_loss L,
 E s`` and the overall ETA (remaining searches at the measured seconds per budgeted node-second,
@@ -513,6 +516,9 @@ def define_flags() -> None:
                        "the preset's search.node_hour_budget)")
     flags.DEFINE_float("search_timeout", 1800.0, "seconds after which a search is stopped and "
                        "recorded as failed")
+    flags.DEFINE_integer("simulated_seeds", 20, "seeds per tuner of the simulated comparison "
+                         "(the reference study's search replayed on the shipped curve table, "
+                         "benchmark.sim.paper; 0: none)", lower_bound=0)
     flags.mark_flag_as_required("output_dir")
 
 
@@ -585,6 +591,12 @@ def main(argv: list[str]) -> int:
                                    setup_section(FLAGS.experiment, budget, scales, outcomes,
                                                  wall, sorted({s.seed for s in searches}),
                                                  concurrency))
+    sim_ok = True
+    if FLAGS.simulated_seeds and os.path.isfile(report_md):
+        from benchmark.sim import paper
+
+        sim_ok, lines = paper.run_simulated(output_dir, FLAGS.simulated_seeds, FLAGS.tuners)
+        paper.insert_section(report_md, lines)
     cpu = _children_cpu() - cpu0
     print(f"{len(outcomes) - len(bad)} of {len(outcomes)} searches ok"
           + (f"; failed: {', '.join(o.run_name for o in bad)}" if bad else "")
@@ -592,7 +604,7 @@ def main(argv: list[str]) -> int:
     png = os.path.join(os.path.dirname(report_md), "anytime.png")
     print(f"report: {report_md}")
     print(f"main plot: {png}" if os.path.isfile(png) else "main plot: none (no finite losses)")
-    return 0 if code == 0 and not bad else 1
+    return 0 if code == 0 and not bad and sim_ok else 1
 
 
 def run() -> None:

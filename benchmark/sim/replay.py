@@ -571,7 +571,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("min_epochs", None, "ASHA grace period (bottom rung epochs)")
     flags.DEFINE_integer("reduction_factor", None, "eta of ASHA and Hyperband")
     flags.DEFINE_integer("num_initial_points", None, "ASHA+BO random warm-up points")
-    flags.DEFINE_string("space", None, "search space (reference | reduced)")
+    flags.DEFINE_string("space", None, "search space (reference | reduced; default: the "
+                        "preset's, or the one a --curves table was recorded on)")
     flags.DEFINE_float("base_epoch_seconds", None, "surrogate: seconds per epoch on one node")
     flags.DEFINE_float("noise", None, "relative noise of the per-epoch losses")
     flags.DEFINE_integer("landscape_seed", None, "surrogate: seed of the loss landscape")
@@ -607,6 +608,13 @@ def setup_from_flags() -> Setup:
             raise ConfigError(f"--workers={','.join(FLAGS.workers)}: expected integers") from None
         if any(w < 1 for w in changes["workers"]):
             raise ConfigError(f"--workers={','.join(FLAGS.workers)}: must be >= 1")
+    if FLAGS.curves and FLAGS.space is None and os.path.isfile(FLAGS.curves):
+        # a table recorded by benchmark.sim.record names its space: replay that one
+        from benchmark.sim.curves import read_table_text
+
+        recorded_space = read_table_text(FLAGS.curves)[0].get("space")
+        if recorded_space:
+            changes["space"] = recorded_space
     setup = dataclasses.replace(setup, **changes)
     validate_setup(setup, FLAGS.curves)
     unknown = [t for t in FLAGS.tuner if t not in TUNERS]
