@@ -23,7 +23,8 @@ worker). The run's ``stop_reason`` uses the real searches' words (``tuners.oracl
 
 Costs besides epochs: a new trial first spends its configuration's ``setup_seconds`` (model
 build, data, tracing) and a continuation its ``restore_seconds`` (rebuild, trace, checkpoint
-load), both from the curve source when it has them and times ``time_scale``
+load), both from the curve source when it has them and times ``setup_time_scale`` (default:
+``time_scale``, the factor on epochs)
 (``setup_costs=False`` makes them free, to show how much they matter).
 
 Trials follow keras-tuner's reserved hyperparameters: ``tuner/epochs`` is the epoch count to
@@ -285,7 +286,8 @@ class SimCluster:
                  on_record: Callable[..., None] | None = None, tuner_prefix: str = "worker",
                  fast: bool = True, max_trials: int | None = None,
                  budget_node_hours: float | None = None, chief_node: bool = False,
-                 setup_costs: bool = True, start_offsets: Sequence[float] | None = None):
+                 setup_costs: bool = True, start_offsets: Sequence[float] | None = None,
+                 setup_time_scale: float | None = None):
         if not (isinstance(workers, int) and workers >= 1):
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         offsets = [0.0] * workers if start_offsets is None else [float(x) for x in start_offsets]
@@ -300,6 +302,8 @@ class SimCluster:
             raise ValueError(f"budget_seconds must be > 0, got {budget_seconds!r}")
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
+        if setup_time_scale is not None and not setup_time_scale > 0:
+            raise ValueError(f"setup_time_scale must be > 0, got {setup_time_scale!r}")
         if budget_node_hours is not None and not budget_node_hours >= 0:
             raise ValueError(f"budget_node_hours must be >= 0, got {budget_node_hours!r}")
         self.oracle = oracle
@@ -312,6 +316,7 @@ class SimCluster:
         self.objective = objective
         self.speedup = node_speedup(self.nodes_per_worker, parallel_efficiency)
         self.time_scale = time_scale
+        self.setup_time_scale = time_scale if setup_time_scale is None else setup_time_scale
         self.on_record = on_record
         self.tuner_ids = [f"{tuner_prefix}{i}" for i in range(workers)]
         self.fast = fast
@@ -353,7 +358,7 @@ class SimCluster:
         setup = 0.0
         if self.setup_costs and target > initial:
             cost = getattr(self.curves, "restore_seconds" if initial else "setup_seconds", None)
-            setup = float(cost(values)) * self.time_scale if cost is not None else 0.0
+            setup = float(cost(values)) * self.setup_time_scale if cost is not None else 0.0
             if not (setup >= 0 and math.isfinite(setup)):
                 raise SimulationError(f"trial {trial.trial_id}: setup time {setup!r} is not a "
                                       "number >= 0")

@@ -29,12 +29,14 @@ def write_table(path, configs=12, epochs=100):
 def test_time_scale_makes_the_median_epoch_the_target_systems(tmp_path):
     table = str(tmp_path / "t.csv.gz")
     write_table(table, configs=3)
-    # median epoch of 0.5, 0.6, 0.7 s is 0.6 s: 60 s on the target system is a factor 100
-    assert paper.time_scale_for(table, 60.0) == pytest.approx(100.0)
-    cmd = paper.replay_command("/out", table, 20, ["random", "asha"], 100.0, python="py")
+    # median epoch of 0.5, 0.6, 0.7 s is 0.6 s: 60 s on the target system is a factor 100;
+    # the median setup of 5 s becomes 30 s with a factor 6
+    assert paper.time_scales_for(table, 60.0, 30.0) == pytest.approx((100.0, 6.0))
+    cmd = paper.replay_command("/out", table, 20, ["random", "asha"], (100.0, 6.0),
+                               python="py")
     assert cmd == ["py", "-m", "benchmark.sim.replay", "--preset=delphes",
                    "--tuner=random,asha", "--seeds=20", f"--curves={table}",
-                   "--time_scale=100", "--output_dir=/out/simulated"]
+                   "--time_scale=100", "--setup_time_scale=6", "--output_dir=/out/simulated"]
 
 
 def test_the_simulated_section_comes_first_in_the_report(tmp_path):
@@ -48,6 +50,8 @@ def test_the_simulated_section_comes_first_in_the_report(tmp_path):
     assert lines[0].startswith("## Simulated: the reference study's search")
     assert "_Simulated, not run" in text and "preset delphes: max 100 epochs, grace 5, eta 3" in text
     assert "| random |" in text and "| asha |" in text
+    # the target system's times: median epoch 60 s, median setup 60 s (5 s x 12)
+    assert "median epoch 60 s" in text and "median setup 60 s per new trial" in text
     assert os.path.isdir(os.path.join(out, "simulated", "sim-asha-w12-s2"))
     report = tmp_path / "report.md"
     report.write_text("# title\n\nGenerated now.\n\n## Comparison setup\n\nreal runs\n")

@@ -142,7 +142,7 @@ def asha(max_epochs=4, seed=1):
     return quiet_oracle(make_oracle(cfg, space()))
 
 
-def timeline(setup_costs, time_scale=1.0):
+def timeline(setup_costs, time_scale=1.0, setup_time_scale=None):
     events = []
 
     def on_record(kind, run, *, time, **fields):
@@ -150,7 +150,8 @@ def timeline(setup_costs, time_scale=1.0):
 
     curves = CostlyCurves(loss=lambda v, e: v["lr"] * 100 + 1.0 / e, seconds=10.0)
     result = SimCluster(asha(), curves, workers=1, max_epochs=4, on_record=on_record,
-                        setup_costs=setup_costs, time_scale=time_scale).run()
+                        setup_costs=setup_costs, time_scale=time_scale,
+                        setup_time_scale=setup_time_scale).run()
     return result, events
 
 
@@ -172,6 +173,11 @@ def test_setup_and_restore_seconds_precede_the_first_epoch():
     setups = sum(5.0 if r.initial_epoch == 0 else 2.0 for r in result.trials)
     assert result.makespan == pytest.approx(2.0 * (free.makespan + setups))
     assert result.busy_fraction == pytest.approx(1.0)
+    # setups scaled apart from epochs: epochs x2, setups x0.5
+    apart, _ = timeline(True, time_scale=2.0, setup_time_scale=0.5)
+    assert apart.makespan == pytest.approx(2.0 * free.makespan + 0.5 * setups)
+    with pytest.raises(ValueError, match="setup_time_scale must be > 0"):
+        timeline(True, setup_time_scale=0.0)
 
 
 def test_budget_is_charged_on_allocated_node_hours_with_the_chief_node(tmp_path):
