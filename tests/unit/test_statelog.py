@@ -87,3 +87,15 @@ def test_fault_points_around_an_append(tmp_path, window):
         faults.plan(None)
     kinds = [e["kind"] for e in read_log(str(tmp_path / LOG_FILE))[0]]
     assert kinds == (["a"] if window == "log.append" else ["a", "b"])
+
+
+def test_group_commit_one_fsync_covers_everything_written_before_it(tmp_path):
+    with StateLog(str(tmp_path)) as log:
+        log.append({"kind": "a"}, sync=False)
+        log.append({"kind": "b"}, sync=False)
+        assert (log.seq, log.synced, log.fsyncs) == (2, 0, 0)
+        log.sync()
+        log.sync()  # nothing new: no second fsync
+        assert (log.synced, log.fsyncs) == (2, 1)
+        log.append({"kind": "c"})  # sync=True: forced at once
+        assert (log.synced, log.fsyncs, log.appends) == (3, 2, 3)

@@ -10,8 +10,11 @@ against.
 
 Format: one entry per line, ``<crc32 of the JSON, 8 hex digits> <JSON object>``, each entry
 with a ``seq`` one higher than the previous one. An append writes its lines with one
-``write`` and one ``fsync`` (a batch: all entries of one RPC share the fsync) before the chief
-answers the call, so what a worker was told is on disk. A crash mid-append can only leave the
+``write``, in order, as the chief decides; :meth:`StateLog.sync` then forces everything
+written so far to disk, once per call before the chief answers it (group commit: the entries
+of one call, e.g. a trial's end and the next trial in ``EndAndCreate``, share one ``fsync``,
+and calls that wait for the disk at the same time share one too), so what a worker was told
+is on disk, together with everything logged before it. A crash mid-append can only leave the
 last line torn: the reader drops a torn or corrupt *last* line (and the writer cuts it off
 before appending again); a corrupt line anywhere else, or a ``seq`` out of order, is damage
 no crash explains and is an error naming the file and the line.
@@ -32,11 +35,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import warnings
 import zlib
 from typing import Any
 
 from tuners.faults import fault_point
+from tuners.records import json_default
 
 LOG_FILE = "search.log.jsonl"
 
@@ -49,17 +54,9 @@ class StateLogWarning(UserWarning):
     """A torn last line of the state log was dropped (the writer crashed mid-append)."""
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy scalars
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"cannot log a value of type {type(obj).__name__}")
-
-
 def encode(entry: dict[str, Any]) -> bytes:
     """One log line: ``<crc32 hex> <JSON>\\n``."""
-    text = json.dumps(entry, separators=(",", ":"), default=_json_default).encode()
+    text = json.dumps(entry, separators=(",", ":"), default=json_default).encode()
     return b"%08x %s\n" % (zlib.crc32(text), text)
 
 
@@ -117,8 +114,10 @@ class StateLog:
     """The chief's handle on ``<run_dir>/search.log.jsonl`` (the only writer).
 
     Opening reads what is there (:attr:`entries`, for replay), cuts off a torn last line and
-    takes an exclusive lock. :meth:`append` writes a batch of entries with one ``write`` and
-    one ``fsync`` (``fsync=False``: flushed to the operating system only, for benchmarks).
+    takes an exclusive lock. :meth:`append` writes a batch of entries with one ``write`` (and
+    one ``fsync`` unless ``sync=False``); :meth:`sync` forces what was written to disk, shared
+    by the threads that wait for it together. ``fsync=False``: never forced (handed to the
+    operating system only, which survives a killed process but not a lost machine; tests).
     """
 
     def __init__(self, run_dir: str, fsync: bool = True):
@@ -147,11 +146,15 @@ class StateLog:
             os.close(self._fd)
             raise
         self.seq = self.entries[-1]["seq"] if self.entries else 0
-        self.appends = 0  # calls of append (= fsyncs when fsync is on)
+        self.synced = self.seq  # the last seq known to be on disk
+        self.appends = 0  # calls of append
+        self.fsyncs = 0
+        self._sync_lock = threading.Lock()
 
-    def append(self, *entries: dict[str, Any]) -> list[dict[str, Any]]:
-        """Append ``entries`` (each gets the next ``seq``) durably, in one write; returns them
-        stamped. On a failed write the file is cut back, so no torn line stays behind."""
+    def append(self, *entries: dict[str, Any], sync: bool = True) -> list[dict[str, Any]]:
+        """Append ``entries`` (each gets the next ``seq``) in one write, then :meth:`sync`
+        unless ``sync=False``; returns them stamped. Appends must be serialised by the caller
+        (the chief's lock). On a failed write the file is cut back, so no torn line stays."""
         stamped = [{"seq": self.seq + i, **entry} for i, entry in enumerate(entries, start=1)]
         data = b"".join(encode(entry) for entry in stamped)
         fault_point("log.append")
@@ -160,16 +163,30 @@ class StateLog:
             os.lseek(self._fd, self.size, os.SEEK_SET)
             while view:
                 view = view[os.write(self._fd, view):]
-            if self.fsync:
-                os.fsync(self._fd)
         except OSError:
             os.ftruncate(self._fd, self.size)
             raise
-        fault_point("log.append+")
         self.size += len(data)
         self.seq += len(stamped)
         self.appends += 1
+        if sync:
+            self.sync()
+        fault_point("log.append+")
         return stamped
+
+    def sync(self) -> None:
+        """Force every entry written so far to disk (no-op if already done, or ``fsync``
+        is off). Threads may call it without the writer's lock: one ``fsync`` covers all
+        that were written before it started, so concurrent callers share it."""
+        if not self.fsync or self.synced >= self.seq or self._fd < 0:
+            return
+        with self._sync_lock:
+            target = self.seq  # everything written by now
+            if self.synced >= target:
+                return  # another thread's fsync covered it
+            os.fsync(self._fd)
+            self.fsyncs += 1
+            self.synced = target
 
     def close(self) -> None:
         if self._fd >= 0:
