@@ -709,3 +709,19 @@ def test_worker_commands_carry_the_users_flags_and_the_role(tmp_path, monkeypatc
     assert str(err.value) == (
         f"--launch.ranks_per_worker > 1 needs horovodrun, found neither beside {python} nor "
         "on PATH; install Horovod in this environment")
+
+
+def test_one_fsync_per_call_that_changes_state_and_none_for_progress_records(tmp_path):
+    chief = make_chief(random_oracle(max_trials=3), tmp_path)
+    log = chief.log
+    trial = chief.create_trial(W0)["trial_id"]
+    assert (log.fsyncs, log.synced, log.seq) == (1, 1, 1)  # the hand-out is on disk
+    chief.record(W0, trial, "trial_start", {})
+    chief.record(W0, trial, "epoch", {"epoch": 1, "metrics": {"val_loss": 0.5}})
+    chief.update_trial(W0, trial, {"val_loss": 0.5}, step=1)
+    assert (log.fsyncs, log.synced, log.seq) == (1, 1, 3)  # progress rides with the next
+    chief.record(W0, trial, "trial_end", {"status": "COMPLETED"})
+    assert (log.fsyncs, log.synced, log.seq) == (2, 4, 4)
+    both = chief.end_and_create(W0, trial, "COMPLETED")  # the next hand-out: one more
+    assert both["next"]["status"] == "RUNNING"
+    assert (log.fsyncs, log.synced, log.seq) == (3, 5, 5)

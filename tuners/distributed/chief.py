@@ -614,7 +614,6 @@ class Chief:
             self._told_stopped.add(worker)
             return {"status": STOPPED}
 
-    @_committed
     def update_trial(self, worker: str, trial_id: str, metrics: dict[str, float],
                      step: int = 0) -> dict[str, Any]:
         with self._lock:
