@@ -725,3 +725,21 @@ def test_one_fsync_per_call_that_changes_state_and_none_for_progress_records(tmp
     both = chief.end_and_create(W0, trial, "COMPLETED")  # the next hand-out: one more
     assert both["next"]["status"] == "RUNNING"
     assert (log.fsyncs, log.synced, log.seq) == (3, 5, 5)
+
+
+def test_a_resumed_chiefs_leases_count_from_when_it_listens(tmp_path):
+    chief = make_chief(random_oracle(max_trials=3), tmp_path, lease_timeout=5.0,
+                       clock=FakeClock())
+    running = chief.create_trial(W0)["trial_id"]
+    chief.log.close()  # the chief process is gone
+    clock = FakeClock()
+    again = make_chief(random_oracle(max_trials=3), tmp_path, lease_timeout=5.0, clock=clock,
+                       resume=True)
+    clock.now += 30  # a slow start (imports, a large log to replay)
+    again.start("127.0.0.1:0")
+    try:
+        assert again.expire() == []  # its worker still has the whole lease to come back
+        clock.now += 6
+        assert again.expire() == [running]
+    finally:
+        again.stop(grace=0)

@@ -41,7 +41,7 @@ TUNER_FLAGS = {
              "--search.reduction_factor=2"],
 }
 # the k-th write at which to crash: late enough that the search is under way
-NTH = {"log.append": 3, "oracle.save": 3, "worker.record_end": 2, "worker.end_call": 2}
+NTH = {"log.append": 6, "oracle.save": 3, "worker.record_end": 2, "worker.end_call": 2}
 SCENARIOS = [(tuner, point + window) for tuner in TUNER_FLAGS for point in POINTS
              for window in ("", "+")]
 
@@ -96,7 +96,7 @@ def test_crash_at_a_fault_point_then_resume(tuner, fault, tmp_path):
              "--retry_for=90"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     chiefs: list[subprocess.Popen] = []
-    chiefs.append(chief(False, fault_env if point.startswith(("chief", "oracle")) else base_env))
+    chiefs.append(chief(False, fault_env if point.startswith(("log", "oracle")) else base_env))
     victim = worker(9, 60.0, base_env)
     workers = [worker(0, 0.3, fault_env if point.startswith("worker") else base_env)]
     procs = [victim, *workers]

@@ -1026,6 +1026,10 @@ class Chief:
                              "port in --chief_address")
         server.start()
         self._server, self.port = server, bound
+        with self._lock:  # leases a resumed chief gave back count from when it can be reached
+            now = self.clock()
+            for lease in self.leases.leases():
+                lease.renewed = lease.progressed = now
         return bound
 
     def stop(self, grace: float = 1.0) -> None:
