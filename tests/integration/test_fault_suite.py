@@ -48,7 +48,7 @@ from tuners.space import build_space
 SID = "suite1"
 LEASE = 3.0
 CONFIGS = {
-    "random": dict(tuner="random", max_trials=5),
+    "random": dict(tuner="random", max_trials=5, min_epochs=1, max_epochs=2),
     "hyperband": dict(tuner="hyperband", min_epochs=1, max_epochs=2, reduction_factor=2,
                       hyperband_iterations=1, max_trials=0),
     "asha": dict(tuner="asha", min_epochs=1, max_epochs=2, reduction_factor=2, max_trials=6),
