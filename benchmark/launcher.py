@@ -234,7 +234,7 @@ def run_worker(cfg, fv, run) -> int:
         SECRET_FILE,
         ChiefClient,
         ChiefUnreachable,
-        GuardedRecorder,
+        RemoteRecorder,
         WrongSearch,
     )
     from tuners.horovod_tuner import SearchAborted
@@ -279,8 +279,8 @@ def run_worker(cfg, fv, run) -> int:
         if client is not None:
             tuner.oracle = client  # rank 0 asks the chief instead of its local oracle
             tuner.runner.progress = client.advance  # batches trained, for the stall check
-            if tuner.runner.recorder is not None:
-                tuner.runner.recorder = GuardedRecorder(tuner.runner.recorder, client)
+            if tuner.runner.recorder is not None:  # records go to the chief, not to a file
+                tuner.runner.recorder = RemoteRecorder(client)
         tuner.search()
     except SearchAborted as exc:
         print(f"benchmark.run: worker {fv.worker_id}: search aborted: {exc}", file=sys.stderr)

@@ -24,6 +24,19 @@ most ``--bo_max_fit_points`` results of the highest rung with enough of them (be
 recent), so its cost does not grow with the number of trials. Also printed: the time keras-tuner's
 own consecutive-failure check (a scan of all ended trials, replaced by a counter in
 ASHAOracle) would take per ``end_trial`` at this size.
+
+With ``--chief`` (default on) the same oracle is then measured behind the chief
+(:class:`tuners.distributed.chief.Chief`, in-process, no gRPC), which appends every decision
+to its state log (:mod:`tuners.distributed.statelog`) and forces it to disk before a call
+returns. Filled to ``--trials`` trials (log not forced while filling), then for
+``--chief_decisions`` trials: the decision inside the chief (``populate_space``), the chief's
+``create + update + end`` per trial as a stand-in worker makes them (``update_trial`` and
+``EndAndCreate``: one ``fsync`` per trial), the same when the worker also sends its
+``trial_start`` / ``epoch`` / ``trial_end`` records (the ``trial_end`` is forced, the others
+ride with the next forced write: two ``fsync`` per trial), the same without forcing the log, and ``--workers`` threads calling at once (group commit: concurrent calls
+share an ``fsync``; wall time per trial and fsyncs per trial). ``--chief_dir``: where the run
+directory goes (default: a temporary directory; it must be on the disk you care about, not a
+``tmpfs``). A bare ``fsync`` of one appended line on that disk is timed first.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ import os
 import random
 import shutil
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -53,6 +67,11 @@ flags.DEFINE_integer("workers", 8, "simulated concurrent workers", lower_bound=1
 flags.DEFINE_integer("bo_max_fit_points", 256, "ASHA+BO: GP fit size cap", lower_bound=2)
 flags.DEFINE_integer("bo_gp_restarts", 5, "ASHA+BO: GP kernel optimiser restarts", lower_bound=0)
 flags.DEFINE_integer("seed", 1, "seed", lower_bound=1)
+flags.DEFINE_boolean("chief", True, "also measure the chief with its durable state log")
+flags.DEFINE_integer("chief_decisions", 500, "trials timed behind the chief, per mode",
+                     lower_bound=1)
+flags.DEFINE_string("chief_dir", "", "parent of the chief's run directory (default: the "
+                    "system's temporary directory)")
 
 
 def synthetic_loss(values: dict, noise: float) -> float:
@@ -116,42 +135,61 @@ def measure(tuner: str) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _measure(tuner: str, directory: str) -> None:
+def make_oracle(tuner: str):
+    """A fresh ASHA or ASHA+BO oracle of the benchmark's settings."""
     import keras_tuner
-    from keras_tuner.src.engine import oracle as oracle_module
 
     from tuners.asha import ASHABOOracle, ASHAOracle
-    from tuners.samplers import RandomSampler
     from tuners.space import build_space
 
     hp = build_space(FLAGS.space)
     common = dict(min_epochs=1, max_epochs=81, reduction_factor=3, seed=FLAGS.seed)
     if tuner == "asha":
-        oracle = ASHAOracle(keras_tuner.Objective("val_loss", "min"), hp, **common)
-    elif tuner == "asha_bo":
-        oracle = ASHABOOracle(keras_tuner.Objective("val_loss", "min"), hp,
-                              max_fit_points=FLAGS.bo_max_fit_points,
-                              gp_restarts=FLAGS.bo_gp_restarts, **common)
-    else:
-        raise app.UsageError(f"--tuners: unknown oracle {tuner!r}; expected asha or asha_bo")
+        return ASHAOracle(keras_tuner.Objective("val_loss", "min"), hp, **common)
+    if tuner == "asha_bo":
+        return ASHABOOracle(keras_tuner.Objective("val_loss", "min"), hp,
+                            max_fit_points=FLAGS.bo_max_fit_points,
+                            gp_restarts=FLAGS.bo_gp_restarts, **common)
+    raise app.UsageError(f"--tuners: unknown oracle {tuner!r}; expected asha or asha_bo")
+
+
+def fill(oracle, start):
+    """Record ``--trials`` trials with random proposals and no trial files (keras-tuner's
+    ``_save_trial``; the caller restores it): ``start()`` makes the simulated workers. The
+    journal is started first (its header names the oracle's own sampler), which takes over
+    afterwards. Returns the workers and the seconds it took."""
+    from tuners.samplers import RandomSampler
+
+    oracle._writer()
+    sampler, oracle.sampler = oracle.sampler, RandomSampler()
+    oracle._save_trial = lambda trial: None
+    t_fill = time.perf_counter()
+    workers = start()
+    while len(oracle.trials) < FLAGS.trials:
+        workers.step()
+    t_fill = time.perf_counter() - t_fill
+    if hasattr(sampler, "_proposals"):
+        sampler._proposals = oracle.ladder.configs_started  # warm-up is over
+    oracle.sampler = sampler
+    return workers, t_fill
+
+
+def _measure(tuner: str, directory: str) -> None:
+    import keras_tuner
+    from keras_tuner.src.engine import oracle as oracle_module
+
+    from tuners.space import build_space
+
+    hp = build_space(FLAGS.space)
+    common = dict(min_epochs=1, max_epochs=81, reduction_factor=3, seed=FLAGS.seed)
+    oracle = make_oracle(tuner)
     oracle._set_project_dir(directory, tuner)
     oracle.verbose = 0
 
     # Fill: no trial files, random proposals (the journal is started first: its header names
     # the oracle's own sampler).
-    oracle._writer()
-    sampler = oracle.sampler
-    oracle.sampler = RandomSampler()
-    oracle._save_trial = lambda trial: None
     oracle.save = lambda: None
-    t_fill = time.perf_counter()
-    cluster = Cluster(oracle, FLAGS.workers, FLAGS.seed)
-    while len(oracle.trials) < FLAGS.trials:
-        cluster.step()
-    t_fill = time.perf_counter() - t_fill
-    if hasattr(sampler, "_proposals"):
-        sampler._proposals = oracle.ladder.configs_started  # warm-up is over
-    oracle.sampler = sampler
+    cluster, t_fill = fill(oracle, lambda: Cluster(oracle, FLAGS.workers, FLAGS.seed))
     print(f"[{tuner}] recorded {len(oracle.trials)} trials in {t_fill:.1f} s "
           f"(rung sizes {oracle.rung_sizes()}, {FLAGS.workers} workers)")
 
@@ -231,6 +269,154 @@ def _measure(tuner: str, directory: str) -> None:
           f"trials: {scan * 1e3:.3f} ms per end_trial (ASHAOracle keeps a counter instead)")
 
 
+class ChiefFleet:
+    """Simulated workers calling a chief in-process: each ends its trial after a random time
+    (``update_trial`` with the result, then ``end_and_create``, which brings the next)."""
+
+    def __init__(self, chief, workers: int, seed: int):
+        from tuners.distributed.chief import worker_tuner_id
+
+        self.chief = chief
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()  # the simulation's own state, for calls from threads
+        self.running: list = []
+        self.now = 0.0
+        self.order = 0
+        for w in range(workers):
+            self._push(worker_tuner_id(w, chief.search_id), chief.create_trial(
+                worker_tuner_id(w, chief.search_id)))
+
+    def _push(self, worker: str, reply: dict) -> None:
+        with self.lock:
+            self._push_locked(worker, reply)
+
+    def _push_locked(self, worker: str, reply: dict) -> None:
+        if reply["status"] == "RUNNING":
+            v = reply["values"]
+            duration = (v["tuner/epochs"] - v["tuner/initial_epoch"]) * self.rng.uniform(0.3, 3)
+            heapq.heappush(self.running, (self.now + duration, self.order, worker, reply))
+            self.order += 1
+
+    def pop(self):
+        with self.lock:
+            self.now, _, worker, reply = heapq.heappop(self.running)
+            values = reply["values"]
+            return worker, reply["trial_id"], values, synthetic_loss(values,
+                                                                     self.rng.gauss(0, 0.01))
+
+    def step(self, records: bool = False) -> float:
+        """End the earliest trial and hand its worker the next; the chief's wall seconds."""
+        worker, trial_id, values, loss = self.pop()
+        return self.finish(worker, trial_id, values, loss, records)
+
+    def finish(self, worker, trial_id, values, loss, records: bool) -> float:
+        chief, epochs = self.chief, values["tuner/epochs"]
+        t0 = time.perf_counter()
+        if records:
+            chief.record(worker, trial_id, "trial_start", {"hyperparameters": values})
+            chief.record(worker, trial_id, "epoch", {"epoch": epochs,
+                                                     "metrics": {"val_loss": loss}})
+        chief.update_trial(worker, trial_id, {"val_loss": loss}, step=epochs)
+        if records:
+            chief.record(worker, trial_id, "trial_end", {
+                "status": "COMPLETED", "metrics": {"val_loss": loss}, "epochs": epochs})
+        reply = chief.end_and_create(worker, trial_id, "COMPLETED")
+        elapsed = time.perf_counter() - t0
+        self._push(worker, reply["next"])
+        return elapsed
+
+
+def fsync_seconds(directory: str, count: int = 200) -> list[float]:
+    """Wall seconds of ``fsync`` after appending one short line, ``count`` times."""
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    times = []
+    try:
+        for i in range(count):
+            os.write(fd, b"%08d {\"probe\": true}\n" % i)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return times
+
+
+def measure_chief(tuner: str) -> None:
+    """The oracle behind the chief, with its state log forced to disk (a temporary run
+    directory under ``--chief_dir``, removed afterwards)."""
+    directory = tempfile.mkdtemp(prefix="chief-latency-", dir=FLAGS.chief_dir or None)
+    try:
+        _measure_chief(tuner, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _measure_chief(tuner: str, directory: str) -> None:
+    import io
+
+    from tuners.distributed.chief import Chief
+
+    print(f"[chief {tuner}] bare fsync of one appended line in {directory}: "
+          f"{_stats(fsync_seconds(directory))}")
+    oracle = make_oracle(tuner)
+    chief = Chief(oracle, search_id="latency", run_dir=os.path.join(directory, "run"),
+                  lease_timeout=1e9, progress_interval=0, out=io.StringIO(),
+                  default_epochs=81, log_fsync=False)
+    fleet, t_fill = fill(oracle, lambda: ChiefFleet(chief, FLAGS.workers, FLAGS.seed))
+    del oracle._save_trial
+    log = chief.log
+    print(f"[chief {tuner}] filled {len(oracle.trials)} trials through the chief in "
+          f"{t_fill:.1f} s; state log {log.size / 1e6:.1f} MB, {log.seq} entries")
+
+    decide, decisions = oracle.populate_space, []
+
+    def timed_populate_space(trial_id):
+        t0 = time.perf_counter()
+        response = decide(trial_id)
+        decisions.append(time.perf_counter() - t0)
+        return response
+
+    oracle.populate_space = timed_populate_space
+    n = FLAGS.chief_decisions
+    for mode, records, forced in (("durable", False, True), ("durable, with records", True, True),
+                                  ("log not forced", False, False)):
+        log.fsync = forced
+        decisions.clear()
+        fsyncs, entries = log.fsyncs, log.seq
+        times = [fleet.step(records=records) for _ in range(n)]
+        print(f"[chief {tuner}] decision (populate_space) in the chief, {mode}: "
+              f"{_stats(decisions)}")
+        print(f"[chief {tuner}] create+update+end per trial, {mode}: {_stats(times)}; "
+              f"{(log.fsyncs - fsyncs) / n:.2f} fsyncs and {(log.seq - entries) / n:.1f} log "
+              "entries per trial")
+
+    # Group commit: the workers call at once; an fsync covers every call waiting for it.
+    log.fsync = True
+    fsyncs = log.fsyncs
+    per_worker = max(1, n // FLAGS.workers)
+
+    def worker_loop(count: int) -> None:
+        for _ in range(count):
+            worker, trial_id, values, loss = fleet.pop()
+            fleet.finish(worker, trial_id, values, loss, records=False)
+
+    threads = [threading.Thread(target=worker_loop, args=(per_worker,))
+               for _ in range(FLAGS.workers)]
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - t0
+    done = per_worker * FLAGS.workers
+    print(f"[chief {tuner}] {FLAGS.workers} threads at once, durable: {done} trials in "
+          f"{wall:.2f} s = {wall / done * 1e3:.3f} ms wall per trial, "
+          f"{(log.fsyncs - fsyncs) / done:.2f} fsyncs per trial (group commit)")
+    chief.stop()
+
+
 def nightly_decision_latency_ms(trials: int = 3000, decisions: int = 500, seed: int = 1) -> float:
     """Median ASHA decision (populate_space) CPU time in ms with ``trials`` trials recorded.
 
@@ -276,6 +462,8 @@ def main(argv) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for tuner in FLAGS.tuners:
         measure(tuner.strip())
+        if FLAGS.chief:
+            measure_chief(tuner.strip())
 
 
 def run() -> None:

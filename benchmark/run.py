@@ -16,7 +16,8 @@ Everything is validated before any compute starts (bad flags: a message naming t
 value on stderr, exit code 2, nothing written). Then rank 0 creates the run directory
 ``<output_dir>/<run_name>``, writes ``params.yaml`` (with the ``search_id``) atomically and
 starts ``mllog.txt``; all ranks run the search (:class:`tuners.horovod_tuner.HorovodTuner`),
-which appends ``trials.jsonl``. At the end rank 0 prints a summary and writes ``best.json``,
+which appends ``trials.jsonl`` (a distributed search's worker groups send their records to the
+chief, the file's only writer). At the end rank 0 prints a summary and writes ``best.json``,
 then evaluates the best trial on the test split into ``best/`` (:mod:`tuners.best_model`).
 ``--resume`` continues a search in an existing run directory (oracle state and records).
 """

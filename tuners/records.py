@@ -62,19 +62,32 @@ class TrialRecorder:
         self.clock = clock
 
     def append(self, event: str, trial_id: str, **fields: Any) -> dict[str, Any]:
-        if event not in EVENTS:
-            raise ValueError(f"unknown record event {event!r}; expected one of {EVENTS}")
-        if event == "trial_end" and fields.get("status") not in STATUSES:
-            raise ValueError(f"trial_end needs status in {STATUSES}, got {fields.get('status')!r}")
-        record = {"v": SCHEMA_VERSION, "event": event, "search_id": self.search_id,
-                  "trial_id": str(trial_id), "time": self.clock(), "worker_id": self.worker_id}
-        record.update(fields)
-        line = json.dumps(record, sort_keys=False, default=_json_default) + "\n"
-        append_line(self.path, line)
+        record = make_record(event, trial_id, self.search_id, self.worker_id, self.clock(),
+                             fields)
+        append_line(self.path, record_line(record))
         return record
 
 
-def _json_default(obj: Any) -> Any:
+def make_record(event: str, trial_id: str, search_id: str, worker_id: str, time_: float,
+                fields: dict[str, Any]) -> dict[str, Any]:
+    """One record of the schema above; ValueError for an unknown event or a ``trial_end``
+    without a valid status. The common keys are set here (``fields`` cannot override them)."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown record event {event!r}; expected one of {EVENTS}")
+    if event == "trial_end" and fields.get("status") not in STATUSES:
+        raise ValueError(f"trial_end needs status in {STATUSES}, got {fields.get('status')!r}")
+    common = {"v": SCHEMA_VERSION, "event": event, "search_id": search_id,
+              "trial_id": str(trial_id), "time": time_, "worker_id": worker_id}
+    return {**common, **{k: v for k, v in fields.items() if k not in common}}
+
+
+def record_line(record: dict[str, Any]) -> str:
+    """A record as one ``trials.jsonl`` line."""
+    return json.dumps(record, sort_keys=False, default=json_default) + "\n"
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=)`` for numpy scalars and arrays in records."""
     # numpy scalars and arrays, without importing numpy here.
     if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
         return obj.item()

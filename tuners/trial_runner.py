@@ -3,7 +3,8 @@
 Every rank of a worker group calls :meth:`TrialRunner.run` with the same :class:`TrialSpec`;
 training goes through :func:`mlpf_tf.train.train`, which averages gradients and epoch logs over
 the ranks. Rank 0 alone writes: the ``trial_start``, ``epoch`` and ``trial_end`` records of
-``trials.jsonl`` (schema in :mod:`tuners.records`, extra keys in ``docs/trials_schema.md``), the
+``trials.jsonl`` (schema in :mod:`tuners.records`, extra keys in ``docs/trials_schema.md``;
+in a distributed search they go to the chief, which writes the file), the
 MLCommons-style log lines and the trial's directory ``<run_dir>/trials/<trial_id>``, where
 :func:`mlpf_tf.train.train` keeps the checkpoints (``checkpoints/``) and TensorBoard logs
 (``tensorboard/``). ``<run_dir>/tensorboard/<trial_id>`` links to the latter, so

@@ -101,7 +101,7 @@ def test_another_process_with_the_same_worker_id_cannot_touch_its_trials(served)
         assert mine.trial_id != other.trial_id  # exclusive claims: never the same trial
         # the twin poses as the owner: every call on the owner's trial is refused
         assert twin.update_trial(mine.trial_id, {"val_loss": 0.0}, step=1).status == "STOPPED"
-        assert twin.claim_end(mine.trial_id) is False
+        assert twin.record("trial_end", mine.trial_id, status="COMPLETED") is False
         assert twin.end_trial(RemoteTrial(mine.trial_id, "COMPLETED", Values({}))) is False
         assert chief.give_back(f"worker0@{SID}", mine.trial_id)["accepted"] is False
         lease = chief.leases.get(mine.trial_id)
@@ -118,7 +118,8 @@ def test_malformed_trial_ids_are_refused_before_any_use(served):
     chief, address = served
     with client(address, 0, chief.secret) as worker:
         with pytest.raises(ChiefCallError) as err:
-            worker._call("ClaimEnd", worker=worker.tuner_id, trial_id="../../etc")
+            worker._call("Record", worker=worker.tuner_id, trial_id="../../etc",
+                         event="epoch", fields={})
         assert "trial id '../../etc' is not a trial id" in str(err.value)
         with pytest.raises(ChiefCallError, match="may not carry a session"):
             worker._call("Hello", worker=f"worker0@{SID}#{'a' * 32}")

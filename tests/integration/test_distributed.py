@@ -23,18 +23,18 @@ import pytest
 
 from tuners.config import SearchConfig
 from tuners.distributed.chief import Chief, ChiefError, parse_tuner_id, worker_tuner_id
-from tuners.distributed.leases import ENDING, LeaseError, LeaseTable
+from tuners.distributed.leases import LeaseError, LeaseTable
 from tuners.distributed.worker import (
     ChiefClient,
     ChiefUnreachable,
-    GuardedRecorder,
+    RemoteRecorder,
     RemoteTrial,
     Values,
     WrongSearch,
     run_sleep_worker,
 )
 from tuners.oracles import make_oracle
-from tuners.records import TrialRecorder, read_records
+from tuners.records import read_records
 from tuners.space import build_space
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -98,12 +98,9 @@ def test_lease_table_renews_expires_and_guards_holders():
     with pytest.raises(LeaseError, match=r"^trial 0 is leased to a, not b$"):
         table.check("0", "b")
     with pytest.raises(LeaseError, match=r"^trial 1 is not leased \(it expired or has ended\)$"):
-        table.claim_end("1", "b")
-    assert table.claim_end("0", "a").state == ENDING
+        table.check("1", "b")
     clock.now += 11
-    assert table.pop_expired() == []  # ENDING: its end is being written; no duplicate
-    clock.now += 40
-    assert [lease.trial_id for lease in table.pop_expired()] == ["0"]  # 5 x 10 s: gone
+    assert [lease.trial_id for lease in table.pop_expired()] == ["0"]
     with pytest.raises(ValueError, match="lease timeout must be a finite number"):
         LeaseTable(0)
 
@@ -144,8 +141,10 @@ def test_expired_lease_fails_the_trial_once_and_reissues_its_values(tmp_path):
     assert chief.progress()["lease_expired"] == 1
     # the dead worker, had it only been frozen, is refused everywhere
     assert chief.update_trial(W0, "0", {"val_loss": 0.1}, step=1)["status"] == "STOPPED"
-    assert chief.claim_end(W0, "0") == {
-        "granted": False, "reason": "trial 0 is not leased (it expired or has ended)"}
+    assert chief.record(W0, "0", "trial_end", {"status": "COMPLETED"}) == {
+        "accepted": False, "reason": "trial 0 has ended"}
+    assert chief.record(W0, "1", "epoch", {"epoch": 1}) == {
+        "accepted": False, "reason": f"trial 1 is leased to {W1}, not {W0}"}
     assert chief.end_trial(W0, "0", "COMPLETED")["accepted"] is False
     assert len(ends_of(tmp_path)) == 1
     # max_trials=3 counts the re-run as the same trial: one more new trial is possible
@@ -187,12 +186,10 @@ def test_a_worker_that_recorded_its_end_before_vanishing_keeps_its_result(tmp_pa
     chief = make_chief(oracle, tmp_path, lease_timeout=5.0, clock=clock)
     trial = chief.create_trial(W0)
     chief.update_trial(W0, "0", {"val_loss": 0.25}, step=1)
-    assert chief.claim_end(W0, "0") == {"granted": True}
-    TrialRecorder(str(tmp_path), SID, worker_id="0").append(
-        "trial_end", "0", status="COMPLETED", metrics={"val_loss": 0.25})
-    clock.now += 6  # gone before end_trial: an ENDING lease waits 5 lease timeouts
-    assert chief.expire() == []
-    clock.now += 20
+    assert chief.record(W0, "0", "trial_end", {"status": "COMPLETED",
+                                                "metrics": {"val_loss": 0.25}}) == {
+        "accepted": True}
+    clock.now += 6  # gone before end_trial: the logged end stands
     assert chief.expire() == ["0"]
     assert [r["status"] for r in ends_of(tmp_path)] == ["COMPLETED"]
     assert oracle.trials["0"].status == "COMPLETED"
@@ -246,7 +243,9 @@ def test_chief_resumes_with_finished_trials_and_leases_the_running_ones(tmp_path
     chief.update_trial(W0, done["trial_id"], {"val_loss": 0.5}, step=1)
     chief.end_trial(W0, done["trial_id"], "COMPLETED")
     running = chief.create_trial(W1)
-    # a new chief process on the same directory (the old one is simply gone)
+    # a new chief process on the same directory (the old one is simply gone, and with it its
+    # lock on the state log)
+    chief.log.close()
     clock2 = FakeClock()
     again = make_chief(asha_oracle(), tmp_path, lease_timeout=5.0, clock=clock2, resume=True)
     assert again.oracle.trials[done["trial_id"]].status == "COMPLETED"
@@ -257,6 +256,7 @@ def test_chief_resumes_with_finished_trials_and_leases_the_running_ones(tmp_path
     assert again.end_trial(W1, running["trial_id"], "COMPLETED") == {"accepted": True}
     # a trial whose worker does not come back is re-issued after the lease timeout
     third = again.create_trial(W2)
+    again.log.close()
     third_chief = make_chief(asha_oracle(), tmp_path, lease_timeout=5.0, clock=FakeClock(),
                              resume=True)
     third_chief.clock.now += 6
@@ -327,7 +327,7 @@ def test_threads_search_with_heartbeats_records_every_trial_once(served, tmp_pat
         with ChiefClient(address, n, SID, heartbeat_interval=0.1,
                          secret=chief.secret) as client:
             logs.append(run_sleep_worker(client, trial_seconds=lambda v: 0.3, idle_wait=0.05,
-                                         recorder=TrialRecorder(str(tmp_path), SID, str(n)),
+                                         records=True,
                                          epoch_updates=True))
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
@@ -386,29 +386,49 @@ def test_end_trial_may_carry_the_last_update(tmp_path):
     assert both["next"]["status"] == "RUNNING" and both["next"]["trial_id"] == "1"
 
 
-def test_guarded_recorder_drops_records_of_a_lost_trial(tmp_path):
+def test_remote_recorder_sends_records_to_the_chief_and_drops_those_of_a_lost_trial(tmp_path):
     class Client:
         def __init__(self):
-            self.claims = []
+            self.sent = []
 
-        def lease_lost(self, trial_id):
-            return trial_id == "9"
-
-        def claim_end(self, trial_id):
-            self.claims.append(trial_id)
+        def record(self, event, trial_id, **fields):
+            self.sent.append((event, trial_id, fields))
             return trial_id != "5"
 
     client = Client()
-    guarded = GuardedRecorder(TrialRecorder(str(tmp_path), SID, "0"), client)
-    guarded.append("trial_start", "5")
-    assert guarded.append("trial_end", "5", status="COMPLETED") is None
-    assert guarded.append("epoch", "9", epoch=1) is None
-    guarded.append("trial_end", "6", status="COMPLETED")
-    assert client.claims == ["5", "6"]
-    recs = list(read_records(tmp_path / "trials.jsonl"))
-    assert [(r["event"], r["trial_id"]) for r in recs] == [("trial_start", "5"),
-                                                           ("trial_end", "6")]
+    remote = RemoteRecorder(client)
+    assert remote.append("trial_start", "6", rung=0) is True
+    assert remote.append("trial_end", "5", status="COMPLETED") is False
+    assert client.sent == [("trial_start", "6", {"rung": 0}),
+                           ("trial_end", "5", {"status": "COMPLETED"})]
+    assert not os.path.exists(tmp_path / "trials.jsonl")  # a worker writes no file
     assert RemoteTrial("1", "RUNNING", Values({"a": 1})).hyperparameters.values == {"a": 1}
+
+
+def test_records_go_through_the_log_in_order_and_only_from_the_holder(tmp_path):
+    chief = make_chief(random_oracle(max_trials=2), tmp_path)
+    trial = chief.create_trial(W0)["trial_id"]
+    assert chief.record(W0, trial, "trial_start", {"rung": None, "worker_id": "forged"}) == {
+        "accepted": True}
+    assert chief.record(W1, trial, "epoch", {"epoch": 1})["accepted"] is False
+    assert chief.record(W0, trial, "epoch", {"epoch": 1, "metrics": {"val_loss": 0.4}}) == {
+        "accepted": True}
+    with pytest.raises(ValueError, match="trial_end needs status"):
+        chief.record(W0, trial, "trial_end", {"status": "DONE"})
+    assert chief.record(W0, trial, "trial_end", {"status": "COMPLETED",
+                                                 "metrics": {"val_loss": 0.4}})["accepted"]
+    assert chief.record(W0, trial, "trial_end", {"status": "COMPLETED"}) == {
+        "accepted": True}  # a retried call: logged once
+    assert chief.end_trial(W0, trial, "COMPLETED", metrics={"val_loss": 0.4}, step=1) == {
+        "accepted": True}
+    recs = list(read_records(tmp_path / "trials.jsonl"))
+    assert [(r["event"], r["worker_id"]) for r in recs] == [
+        ("trial_start", "0"), ("epoch", "0"), ("trial_end", "0")]  # the holder, not "forged"
+    from tuners.distributed.statelog import LOG_FILE, read_log
+    entries, _ = read_log(str(tmp_path / LOG_FILE))
+    assert [e["seq"] for e in entries] == [1, 2, 3, 4]
+    assert [e["kind"] for e in entries] == ["create", "record", "record", "record"]
+    assert [e["record"] for e in entries[1:]] == recs  # trials.jsonl follows the log
 
 
 # --- processes: SIGKILL a worker, SIGKILL the chief -------------------------------------------
@@ -689,3 +709,37 @@ def test_worker_commands_carry_the_users_flags_and_the_role(tmp_path, monkeypatc
     assert str(err.value) == (
         f"--launch.ranks_per_worker > 1 needs horovodrun, found neither beside {python} nor "
         "on PATH; install Horovod in this environment")
+
+
+def test_one_fsync_per_call_that_changes_state_and_none_for_progress_records(tmp_path):
+    chief = make_chief(random_oracle(max_trials=3), tmp_path)
+    log = chief.log
+    trial = chief.create_trial(W0)["trial_id"]
+    assert (log.fsyncs, log.synced, log.seq) == (1, 1, 1)  # the hand-out is on disk
+    chief.record(W0, trial, "trial_start", {})
+    chief.record(W0, trial, "epoch", {"epoch": 1, "metrics": {"val_loss": 0.5}})
+    chief.update_trial(W0, trial, {"val_loss": 0.5}, step=1)
+    assert (log.fsyncs, log.synced, log.seq) == (1, 1, 3)  # progress rides with the next
+    chief.record(W0, trial, "trial_end", {"status": "COMPLETED"})
+    assert (log.fsyncs, log.synced, log.seq) == (2, 4, 4)
+    both = chief.end_and_create(W0, trial, "COMPLETED")  # the next hand-out: one more
+    assert both["next"]["status"] == "RUNNING"
+    assert (log.fsyncs, log.synced, log.seq) == (3, 5, 5)
+
+
+def test_a_resumed_chiefs_leases_count_from_when_it_listens(tmp_path):
+    chief = make_chief(random_oracle(max_trials=3), tmp_path, lease_timeout=5.0,
+                       clock=FakeClock())
+    running = chief.create_trial(W0)["trial_id"]
+    chief.log.close()  # the chief process is gone
+    clock = FakeClock()
+    again = make_chief(random_oracle(max_trials=3), tmp_path, lease_timeout=5.0, clock=clock,
+                       resume=True)
+    clock.now += 30  # a slow start (imports, a large log to replay)
+    again.start("127.0.0.1:0")
+    try:
+        assert again.expire() == []  # its worker still has the whole lease to come back
+        clock.now += 6
+        assert again.expire() == [running]
+    finally:
+        again.stop(grace=0)

@@ -150,6 +150,7 @@ def test_expiries_and_give_backs_neither_count_nor_reset_the_failure_run(tmp_pat
                              "--search.max_consecutive_failed_trials=2); the last: nan loss")
     assert chief.oracle.max_consecutive_failed_trials > 10**9  # the oracle's own check is off
     # a restarted chief finds the same run (the lost-worker ends are skipped again)
+    chief.log.close()  # the old chief is gone, and its lock on the state log with it
     again = hand_chief(tmp_path, max_trials=20, resume=True)
     assert again._consecutive_failures == 2
 
@@ -176,5 +177,6 @@ def test_reissued_epochs_count_against_the_epoch_budget(tuner, tmp_path):
     assert rerun["values"] == {**first["values"], "tuner/rerun_of": first["trial_id"]}
     assert chief.oracle.epochs_allotted == 2  # the re-run's epoch counted
     # a restarted chief (journal replay) agrees
+    chief.log.close()
     again = hand_chief(tmp_path, tuner=tuner, max_trials=0, epoch_budget=3, resume=True)
     assert again.oracle.epochs_allotted == 2

@@ -9,8 +9,8 @@ RUNNING forever and the chief never exits. :class:`Chief` wraps the same oracle 
   keras-tuner's ``@synchronized`` would, but heartbeats and status calls never wait on
   training;
 - leases (:mod:`tuners.distributed.leases`): a trial not renewed by its worker for ``lease_timeout``
-  seconds is ended FAILED with the error ``lease expired (worker N)`` -- the chief appends
-  that ``trial_end`` to ``trials.jsonl`` unless the worker had already written the trial's end
+  seconds is ended FAILED with the error ``lease expired (worker N)`` -- the chief logs
+  that ``trial_end`` unless the worker had already recorded the trial's end, which then stands
   -- and its values (hyperparameters and, for promotions, the parent trial, initial epoch,
   rung) are re-issued as a new trial to the next worker that asks;
 - failure limits that see only configurations: the oracle's own consecutive-failure check
@@ -35,10 +35,20 @@ RUNNING forever and the chief never exits. :class:`Chief` wraps the same oracle 
 - an end: once the oracle says STOPPED and no trial is running or waiting to be re-issued,
   the chief tells the remaining workers STOPPED and returns -- also when workers died. While
   other trials still run, one worker is kept on standby (IDLE) to take re-issued trials;
-- resume: started on a run directory holding oracle state it reloads the oracle
-  (``oracle.reload()``), keeps finished trials, gives the trials that were running a fresh
-  lease held by their old workers (which reconnect) and re-issues them if those do not come
-  back within ``lease_timeout``; re-issues still pending are kept in ``chief.json``;
+- one writer of the search state: workers send their records (``trial_start``, ``epoch``,
+  ``trial_end``) over the ``Record`` call, refused for a trial the caller does not hold; the
+  chief appends them, the trials it hands out (``create``) and the ends it decides to one
+  ordered, durable log (:mod:`tuners.distributed.statelog`, ``<run_dir>/search.log.jsonl``)
+  before the oracle hears of a change and before it answers the call; ``trials.jsonl`` is
+  appended from the log after each durable append (and rewritten from it on resume). A
+  trial that ends without a worker's ``trial_end`` gets one from the chief, so every ended
+  trial has exactly one;
+- resume: started on a run directory with a log it replays it: the oracle reloads its own
+  files (a cache) and is brought in line with the log (ends it missed are applied), trials
+  handed out and not ended get a fresh lease held by their old workers (which reconnect) and
+  are re-issued if those do not come back within ``lease_timeout``, trials the oracle created
+  but the log never handed out are ended and re-issued, and the re-issue queue is every
+  lost-worker end whose values no trial re-runs yet;
 - progress: a line every ``progress_interval`` seconds (trials done / running / failed, best
   objective, node-hours used and budget left) and the same in ``<run_dir>/progress.json``
   (atomic writes).
@@ -60,6 +70,7 @@ fleets of hundreds of workers with short trials. Oracles that journal their own 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import json
 import math
@@ -79,12 +90,13 @@ from keras_tuner.src.engine import trial as trial_module
 
 from mlpf_tf.configbase import atomic_write_text
 from tuners.distributed.leases import Lease, LeaseError, LeaseTable
+from tuners.distributed.statelog import StateLog
 from tuners.faults import fault_point
 from tuners.oracles import stop_reason
-from tuners.records import TRIALS_FILE, TrialRecorder, node_hours, read_records
+from tuners.records import TRIALS_FILE, make_record, node_hours, record_line
 
 SERVICE = "mlpf.hpo.Chief"
-METHODS = ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd", "EndTrial", "EndAndCreate",
+METHODS = ("Hello", "CreateTrial", "UpdateTrial", "Record", "EndTrial", "EndAndCreate",
            "GiveBack", "Heartbeat", "Status")
 SEARCH_ID_KEY = "x-mlpf-search-id"
 SECRET_KEY = "x-mlpf-secret"  # the search's secret, on every call
@@ -93,7 +105,6 @@ SECRET_FILE = "chief.secret"  # in the run directory, mode 0600: only the user c
 SECRET_BYTES = 32  # 256 random bits
 REFUSED = "not authorised: missing or wrong search secret"
 PROJECT_NAME = "keras_tuner"  # the keras-tuner project directory inside the run directory
-CHIEF_STATE_FILE = "chief.json"
 PROGRESS_FILE = "progress.json"
 RESERVED_PREFIX = "tuner/"
 RERUN_KEY = "tuner/rerun_of"  # in a re-issued trial's values: the trial whose values it re-runs
@@ -192,6 +203,26 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _committed(method):
+    """A call of the chief: what it logged is on disk before it returns -- one ``fsync`` for
+    the whole call (nested calls included), after the chief's lock is released, shared with
+    calls that wait for the disk at the same time (group commit)."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        depth = getattr(self._calls, "depth", 0)
+        self._calls.depth = depth + 1
+        try:
+            result = method(self, *args, **kwargs)
+        finally:
+            self._calls.depth = depth
+        if depth == 0 and self.log is not None:
+            self.log.sync()
+        return result
+
+    return call
+
+
 class Chief:
     """Serves ``oracle`` to worker groups with leases, a search-id guard, progress and resume.
 
@@ -199,9 +230,10 @@ class Chief:
         oracle: any keras-tuner ``Oracle`` (stock or :mod:`tuners.asha`).
         search_id: the id every worker must carry.
         run_dir: the run directory: oracle state in ``<run_dir>/keras_tuner``, records in
-            ``trials.jsonl``, ``progress.json``, ``chief.json``. None: nothing is written
-            (the oracle keeps whatever project directory it has).
-        resume: reload the oracle state found in ``run_dir`` (if any).
+            ``trials.jsonl``, the state log ``search.log.jsonl``, ``progress.json``. None:
+            nothing is written (the oracle keeps whatever project directory it has).
+        resume: replay the state log and reload the oracle state found in ``run_dir``; a
+            run directory whose log holds a search must be resumed (ChiefError otherwise).
         lease_timeout: seconds without a heartbeat after which a trial is re-issued.
         nodes_per_worker, ranks_per_worker: a worker group's size, for node-hours and records.
         node_hour_budget: no new trials once the trials used this many node-hours (0: none);
@@ -215,6 +247,7 @@ class Chief:
         worker_wait: give up (``serve`` returns "abandoned") when no worker called for this
             many seconds while the search is unfinished (0: wait forever).
         out: stream for the progress lines.
+        log_fsync: force every state log append to disk (default; False: benchmarks only).
     """
 
     def __init__(self, oracle, *, search_id: str, run_dir: str | None = None,
@@ -224,7 +257,7 @@ class Chief:
                  save_interval: float = 0.0, threads: int = 16,
                  progress_interval: float = 10.0, worker_wait: float = 600.0,
                  out=None, clock=time.monotonic, secret: str | None = None,
-                 stall_timeout: float = 0.0, budget=None):
+                 stall_timeout: float = 0.0, budget=None, log_fsync: bool = True):
         if not search_id or "@" in search_id:
             raise ChiefError(f"search id {search_id!r}: must be non-empty and contain no '@'")
         if threads < 1:
@@ -257,6 +290,7 @@ class Chief:
         self.objective = oracle.objective
         self._sign = -1.0 if getattr(self.objective, "direction", "min") == "max" else 1.0
         self._lock = threading.RLock()
+        self._calls = threading.local()  # nesting depth of the calls (one fsync per call)
         self._flush_lock = threading.Lock()  # flushes write in the order they snapshot
         self._server: grpc.Server | None = None
         self.port: int | None = None
@@ -277,8 +311,11 @@ class Chief:
         self.best: tuple[float, str] | None = None  # (signed value, trial id)
         self._node_hours_past = 0.0
         self._node_hours_ended = 0.0
-        self.recorder = (TrialRecorder(self.run_dir, self.search_id, worker_id="chief")
-                         if self.run_dir else None)
+        # The state log (tuners.distributed.statelog) and what follows from it in memory:
+        # the trial_end of every ended trial and who ended it, in end order.
+        self.log: StateLog | None = None
+        self._logged_ends: dict[str, tuple[dict[str, Any], str]] = {}
+        self._end_order: list[str] = []
         # Failure limit: the chief counts consecutive *configuration* failures itself (the
         # FAILED ends workers report), so that lost workers (lease expiry, give-back) never
         # count, whatever the oracle. The oracle's own check (keras-tuner rescans every end and
@@ -292,8 +329,18 @@ class Chief:
         if self.run_dir:
             os.makedirs(self.run_dir, exist_ok=True)
             oracle._set_project_dir(self.run_dir, PROJECT_NAME)
+            self.log = StateLog(self.run_dir, fsync=log_fsync)
+            if self.log.entries and not resume:
+                self.log.close()
+                raise ChiefError(f"{self.log.path} holds a search already: resume it "
+                                 "(--resume) or choose another run directory")
             if resume:
-                self._resume()
+                try:
+                    self._resume()
+                    self.log.sync()
+                except BaseException:
+                    self.log.close()
+                    raise
         self._dirty_trials: dict[str, Any] = {}
         # Oracles that journal their state (tuners.asha: O(1) per call, atomic) are left alone.
         # keras-tuner's stock oracles rewrite their files in place: a chief killed mid-write
@@ -312,94 +359,134 @@ class Chief:
         return os.path.join(self.run_dir, PROJECT_NAME, "oracle.json")
 
     def _resume(self) -> None:
-        """Reload oracle state and pending re-issues; lease the trials that were running."""
-        state_file = os.path.join(self.run_dir, CHIEF_STATE_FILE)
-        if os.path.exists(state_file):
-            with open(state_file) as fh:
-                state = json.load(fh)
-            self.counts["expired"] = int(state.get("expired", 0))
+        """Replay the state log; the oracle's own files are a cache the log wins against.
+
+        - ``trials.jsonl`` is rewritten from the log's records (a crash may have cut its last
+          append);
+        - trials the log ended are ended in the oracle if it never heard (the crash came
+          between the log and the oracle), with the logged status and final metrics;
+        - trials the log created and did not end are leased again to their holders (which
+          reconnect; else the lease expires and they are re-issued);
+        - trials running in the oracle that the log never handed out (the chief died between
+          the oracle's decision and the log) are ended FAILED and their values re-issued;
+        - the re-issue queue is every trial ended for a lost worker whose values no later
+          trial re-runs (``tuner/rerun_of``); counts, best, node-hours and the failure run
+          follow from the logged ends.
+        """
+        entries = self.log.entries
+        created: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            if entry.get("kind") == "create":
+                created[entry["trial_id"]] = entry
+            elif entry.get("kind") == "record" and entry["record"]["event"] == "trial_end":
+                trial_id = entry["record"]["trial_id"]
+                if trial_id not in self._logged_ends:
+                    self._logged_ends[trial_id] = (entry["record"], entry["holder"])
+                    self._end_order.append(trial_id)
+        trials_file = os.path.join(self.run_dir, TRIALS_FILE)
+        if entries or not os.path.exists(trials_file):
+            atomic_write_text(trials_file, "".join(
+                record_line(e["record"]) for e in entries if e.get("kind") == "record"))
         project = os.path.dirname(self._oracle_file())
-        if not os.path.isdir(project) or not os.listdir(project):
-            return
-        ongoing: dict[str, str] = {}
-        if os.path.exists(self._oracle_file()):
-            with open(self._oracle_file()) as fh:
-                ongoing = dict(json.load(fh).get("ongoing_trials", {}))
-        self.oracle.reload()  # keras-tuner moves the running trials to its retry queue
-        # journaling oracles (tuners.asha) say which worker ran them; else oracle.json does
-        ongoing = dict(getattr(self.oracle, "interrupted_trials", None) or ongoing)
-        retry = self.oracle._retry_queue
-        ended = {r["trial_id"]: r for r in self._records() if r["event"] == "trial_end"}
-        for tuner_id, trial_id in ongoing.items():
-            if trial_id in retry:
-                retry.remove(trial_id)
-            trial = self.oracle.trials.get(trial_id)
-            if trial is None or trial.status != RUNNING:
-                continue  # ended before the state was written; nothing runs
-            record = ended.get(trial_id)
-            if record is not None:  # its end was written, the oracle never heard: the record
-                self.oracle.ongoing_trials[tuner_id] = trial  # is the truth (one end only)
-                self._end_in_oracle(trial_id, record["status"], record.get("error"),
-                                    count_failure=not is_lost_worker_end(record.get("error")))
+        oracle = self.oracle
+        if os.path.isdir(project) and os.listdir(project):
+            oracle.reload()  # its running trials go to its retry queue: the log decides them
+        for trial_id in list(oracle._retry_queue):
+            trial = oracle.trials.get(trial_id)
+            if trial is None or trial_id in created or trial_id in self._logged_ends or \
+                    trial.status != INVALID:
+                oracle._retry_queue.remove(trial_id)
+        for trial_id in self._end_order:  # ended in the log: the oracle agrees
+            record, holder = self._logged_ends[trial_id]
+            trial = oracle.trials.get(trial_id)
+            if trial is None or trial.status in END_STATUSES:
                 continue
-            self.oracle.ongoing_trials[tuner_id] = trial
-            self.leases.grant(trial_id, tuner_id, dict(trial.hyperparameters.values))
-        for trial in sorted(self.oracle.trials.values(), key=lambda t: t.trial_id):
-            if trial.status != RUNNING or trial.trial_id in self.leases:
+            oracle.ongoing_trials[holder] = trial
+            self._end_in_oracle(trial_id, record["status"], record.get("error"),
+                                count_failure=False, metrics=record.get("metrics"),
+                                step=int(record.get("epochs") or 0))
+        for trial_id, holder in ((t, r[1]) for t, r in self._logged_ends.items()):
+            self._ended_by[trial_id] = holder
+        rerun_of = {str(t.hyperparameters.values[RERUN_KEY]) for t in oracle.trials.values()
+                    if t.hyperparameters.values.get(RERUN_KEY) is not None}
+        self._reruns = len(rerun_of)
+        rerun_of |= {str(e["values"][RERUN_KEY]) for e in created.values()
+                     if e["values"].get(RERUN_KEY) is not None}
+        for trial_id in self._end_order:
+            record = self._logged_ends[trial_id][0]
+            values = (created[trial_id]["values"] if trial_id in created else
+                      oracle.trials[trial_id].hyperparameters.values
+                      if trial_id in oracle.trials else None)
+            if is_lost_worker_end(record.get("error")) and trial_id not in rerun_of and \
+                    values is not None:
+                self._reissues.append({"origin": trial_id, "values": _without_rerun(values)})
+        now = self.clock()
+        for trial_id, entry in created.items():  # handed out, not ended: lease them again
+            if trial_id in self._logged_ends:
                 continue
-            # RUNNING, but no saved state says who runs it (the chief died between writing
-            # the trial and the oracle's state): nobody will end it, so the chief does.
-            if trial.trial_id in retry:
-                retry.remove(trial.trial_id)
-            record = ended.get(trial.trial_id)
-            if record is not None:
-                self._end_in_oracle(trial.trial_id, record["status"], record.get("error"),
-                                    count_failure=not is_lost_worker_end(record.get("error")))
+            trial = oracle.trials.get(trial_id)
+            lease = self.leases.grant(trial_id, entry["holder"], dict(entry["values"]))
+            if trial is not None and trial.status == RUNNING:
+                oracle.ongoing_trials[entry["holder"]] = trial
                 continue
-            now = self.clock()
+            self.leases.release(trial_id)  # the oracle's cache lost it, or ended it unlogged
+            if trial is not None and trial.status in END_STATUSES:
+                self._log_end(self._end_record(lease, trial.status, trial.message),
+                              entry["holder"])
+                continue
+            self._requeue(lease, "interrupted by a chief restart "
+                                 f"(worker {_worker_number(entry['holder'])})")
+        for trial in sorted(oracle.trials.values(), key=lambda t: t.trial_id):
+            if trial.status != RUNNING or trial.trial_id in created or \
+                    trial.trial_id in self._logged_ends:
+                continue
+            # RUNNING, but the log never handed it out: nobody runs it, so the chief ends it.
             orphan = Lease(trial_id=trial.trial_id, worker="worker?@" + self.search_id,
                            values=dict(trial.hyperparameters.values), granted=now,
                            renewed=now, wall_start=time.time())
             self._requeue(orphan, "interrupted by a chief restart (worker ?)")
-        self._reconcile_reissues()
-        if self.oracle.max_trials:
-            self.oracle.max_trials += self._reruns
+        if oracle.max_trials:
+            oracle.max_trials += self._reruns
         self._consecutive_failures = self._count_consecutive_failures()
         self.counts["completed"] = self.counts["failed"] = 0
-        for trial in self.oracle.trials.values():
+        for trial in oracle.trials.values():
             if trial.status == COMPLETED:
                 self.counts["completed"] += 1
                 self._consider_best(trial)
             elif trial.status in (FAILED, INVALID):
                 self.counts["failed"] += 1
-        self._node_hours_past = sum(float(r.get("node_hours") or 0.0)
-                                    for r in self._records() if r["event"] == "trial_end")
+        ends = [self._logged_ends[t][0] for t in self._end_order]
+        self.counts["expired"] = sum(1 for r in ends if str(r.get("error") or "").startswith(
+            ("lease expired", "no progress")))
+        self._node_hours_past = sum(float(r.get("node_hours") or 0.0) for r in ends)
         self._say(f"resumed search {self.search_id}: {self.counts['completed']} completed, "
                   f"{self.counts['failed']} failed, {len(self.leases)} running "
                   f"(leased to their workers for {self.leases.timeout:g} s), "
                   f"{len(self._reissues)} to re-issue")
 
-    def _reconcile_reissues(self) -> None:
-        """Re-issues and re-runs follow from the oracle's trials (not from ``chief.json``, which
-        a crash may leave behind them): every trial ended FAILED for a lost worker whose values
-        no later trial re-runs (``tuner/rerun_of``) is still to be re-issued."""
-        rerun_of = {str(t.hyperparameters.values.get(RERUN_KEY))
-                    for t in self.oracle.trials.values()
-                    if t.hyperparameters.values.get(RERUN_KEY) is not None}
-        self._reruns = len(rerun_of)
-        self._reissues = [
-            {"origin": t.trial_id, "values": _without_rerun(t.hyperparameters.values)}
-            for t in sorted(self.oracle.trials.values(), key=lambda t: t.trial_id)
-            if t.status == FAILED and is_lost_worker_end(t.message)
-            and t.trial_id not in rerun_of]
+    def _append(self, *entries: dict[str, Any]) -> None:
+        """Append ``entries`` to the state log (in order; on disk before the call that made
+        them returns, see :func:`_committed`), then the records among them to
+        ``trials.jsonl``, which follows the log (a resume rewrites it whole)."""
+        if self.log is None:
+            return
+        self.log.append(*entries, sync=False)  # forced to disk when the call returns
+        text = "".join(record_line(e["record"]) for e in entries if e["kind"] == "record")
+        if text:
+            fd = os.open(os.path.join(self.run_dir, TRIALS_FILE),
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(text.encode())
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
 
-    def _write_state(self) -> None:
-        if self.run_dir:
-            fault_point("chief.state")
-            atomic_write_text(os.path.join(self.run_dir, CHIEF_STATE_FILE), json.dumps(
-                {"search_id": self.search_id, "reissues": self._reissues,
-                 "expired": self.counts["expired"], "reruns": self._reruns}, indent=1) + "\n")
-            fault_point("chief.state+")
+    def _log_end(self, record: dict[str, Any], holder: str) -> None:
+        """The trial's one ``trial_end``, logged before the oracle hears of it."""
+        self._append({"kind": "record", "holder": holder, "record": record})
+        self._logged_ends[record["trial_id"]] = (record, holder)
+        self._end_order.append(record["trial_id"])
 
     def _mark_dirty(self) -> None:
         self._dirty = True
@@ -455,11 +542,6 @@ class Chief:
             for path, text in files:
                 _replace_file(path, text)
 
-    def _records(self) -> list[dict[str, Any]]:
-        if not self.run_dir or not os.path.exists(os.path.join(self.run_dir, TRIALS_FILE)):
-            return []
-        return list(read_records(os.path.join(self.run_dir, TRIALS_FILE)))
-
     # --- the calls workers make ---------------------------------------------------------------
 
     def _seen(self, worker: str) -> None:
@@ -495,6 +577,7 @@ class Chief:
                 self.leases.advance(str(trial_id), int(progress))
             return {"leases": held, "lost": lost}
 
+    @_committed
     def create_trial(self, worker: str) -> dict[str, Any]:
         with self._lock:
             self._seen(worker)  # expiry is swept by serve() every tick, not per call
@@ -517,9 +600,7 @@ class Chief:
                     with _unlocked_on_error(self.oracle):
                         trial = self.oracle.create_trial(worker)
                     if trial.status == RUNNING:
-                        lease = self.leases.grant(trial.trial_id, worker,
-                                                  dict(trial.hyperparameters.values))
-                        return self._running(lease)
+                        return self._running(self._hand_out(trial, worker))
                     if trial.status == IDLE:
                         return {"status": IDLE}
                     self._oracle_stopped = True
@@ -548,16 +629,49 @@ class Chief:
             lease.progressed = self.clock()  # an epoch reported is progress
             return {"status": trial.status}
 
-    def claim_end(self, worker: str, trial_id: str) -> dict[str, Any]:
-        """May ``worker`` record the end of ``trial_id``? Granted once; no expiry races it."""
+    def record(self, worker: str, trial_id: str, event: str,
+               fields: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A worker's record (``trial_start``, ``epoch``, ``trial_end``; the
+        :mod:`tuners.records` schema) for a trial it holds: appended to the state log, then to
+        ``trials.jsonl``. Refused for a trial the caller does not hold. A logged
+        ``trial_end`` is the trial's end: if the worker then falls silent, the chief ends the
+        trial with it (no FAILED end, no re-run); a repeated one is accepted once.
+
+        Only a ``trial_end`` is forced to disk before the reply: ``trial_start`` and ``epoch``
+        records change no state and ride with the next forced write (the log stays a
+        prefix: a lost machine can lose its last records, never one before a kept one)."""
+        reply = self._record(worker, str(trial_id), event, fields)
+        if event == "trial_end" and self.log is not None:
+            self.log.sync()
+        return reply
+
+    def _record(self, worker: str, trial_id: str, event: str,
+                fields: dict[str, Any] | None) -> dict[str, Any]:
+        fields = dict(fields or {})
         with self._lock:
             self._seen(worker)
+            logged = self._logged_ends.get(trial_id)
+            if event == "trial_end" and logged is not None:
+                if logged[1] == worker:
+                    return {"accepted": True}  # a retried call
+                return {"accepted": False, "reason": f"trial {trial_id} has ended"}
             try:
-                self.leases.claim_end(str(trial_id), worker)
+                lease = self.leases.check(trial_id, worker)
             except LeaseError as exc:
-                return {"granted": False, "reason": str(exc)}
-            return {"granted": True}
+                return {"accepted": False, "reason": str(exc)}
+            if logged is not None:
+                return {"accepted": False, "reason": f"trial {trial_id} has ended"}
+            record = make_record(event, trial_id, self.search_id, _worker_number(worker),
+                                 time.time(), fields)
+            if event == "trial_end":
+                self._log_end(record, worker)
+            else:
+                self._append({"kind": "record", "holder": worker, "record": record})
+            if event == "epoch":
+                lease.progressed = self.clock()  # an epoch recorded is progress
+            return {"accepted": True}
 
+    @_committed
     def end_trial(self, worker: str, trial_id: str, status: str,
                   message: str | None = None, metrics: dict[str, float] | None = None,
                   step: int = 0) -> dict[str, Any]:
@@ -577,12 +691,18 @@ class Chief:
                         "reason": f"trial {trial_id} not ended by {worker}: {why}"}
             if metrics:
                 self.update_trial(worker, trial_id, metrics, step)
+            logged = self._logged_ends.get(trial_id)
+            if logged is None:  # the worker recorded no end: the chief writes it
+                self._log_end(self._end_record(lease, status, message), worker)
+            else:  # the recorded end is the trial's end
+                status, message = logged[0]["status"], logged[0].get("error") or message
             self._end_in_oracle(trial_id, status, message)
             self.leases.release(trial_id)
             self._ended_by[trial_id] = worker
             self._node_hours_ended += self._lease_node_hours(lease)
             return {"accepted": True}
 
+    @_committed
     def end_and_create(self, worker: str, trial_id: str, status: str,
                        message: str | None = None, metrics: dict[str, float] | None = None,
                        step: int = 0) -> dict[str, Any]:
@@ -592,6 +712,7 @@ class Chief:
             end = self.end_trial(worker, trial_id, status, message, metrics, step)
             return {"end": end, "next": self.create_trial(worker)}
 
+    @_committed
     def give_back(self, worker: str, trial_id: str) -> dict[str, Any]:
         """A worker returns a trial it was given but will not run (it is stopping): the trial
         ends FAILED and its values go to the next worker, as after a lease expiry."""
@@ -607,7 +728,6 @@ class Chief:
             self._requeue(lease, f"returned unstarted (worker {_worker_number(worker)})")
             self._say(f"trial {trial_id}: returned unstarted by worker "
                       f"{_worker_number(worker)}; its values go to the next worker")
-            self._write_state()
             self._save_soon()
             return {"accepted": True}
 
@@ -660,15 +780,28 @@ class Chief:
                                f"answered {trial.status}")
         self._reruns += 1
         self._reissues.pop(0)
-        self._write_state()
         self._say(f"trial {trial.trial_id}: re-runs the values of trial {item['origin']} "
                   f"on {worker}")
-        return self.leases.grant(trial.trial_id, worker, dict(trial.hyperparameters.values))
+        return self._hand_out(trial, worker)
+
+    def _hand_out(self, trial, worker: str) -> Lease:
+        """Log that ``trial`` (just created by the oracle) goes to ``worker``, then lease it.
+        A crash before the log leaves it RUNNING in the oracle only: a resume re-issues it."""
+        values = dict(trial.hyperparameters.values)
+        self._append({"kind": "create", "trial_id": trial.trial_id, "holder": worker,
+                      "values": values})
+        return self.leases.grant(trial.trial_id, worker, values)
 
     def _end_in_oracle(self, trial_id: str, status: str, message: str | None,
-                       count_failure: bool = True) -> None:
+                       count_failure: bool = True, metrics: dict | None = None,
+                       step: int = 0) -> None:
         """End the trial in the oracle; ``count_failure=False`` for ends that say nothing
-        about the configuration (a lost worker): they neither count nor reset the failure run."""
+        about the configuration (a lost worker): they neither count nor reset the failure run.
+        ``metrics``: a last update first (a replayed end whose update the oracle missed)."""
+        if metrics and self.objective.name in metrics:
+            with _unlocked_on_error(self.oracle):
+                self.oracle.update_trial(trial_id, {k: float(v) for k, v in metrics.items()},
+                                         step=step)
         trial = self.oracle.trials[trial_id]
         trial.status = status
         trial.message = message
@@ -693,14 +826,14 @@ class Chief:
             self._save_soon()
 
     def _count_consecutive_failures(self) -> int:
-        """The run of configuration failures at the end of the oracle's end order (resume):
-        trials the chief ended for a lost worker are skipped, as they were when they ended."""
+        """The run of configuration failures at the end of the logged ends (resume): trials
+        the chief ended for a lost worker are skipped, as they were when they ended."""
         count = 0
-        for trial_id in reversed(list(getattr(self.oracle, "end_order", ()))):
-            trial = self.oracle.trials.get(trial_id)
-            if trial is None or is_lost_worker_end(trial.message):
+        for trial_id in reversed(self._end_order):
+            record = self._logged_ends[trial_id][0]
+            if is_lost_worker_end(record.get("error")):
                 continue
-            if trial.status != FAILED:
+            if record["status"] != FAILED:
                 break
             count += 1
         return count
@@ -720,6 +853,7 @@ class Chief:
 
     # --- leases -------------------------------------------------------------------------------
 
+    @_committed
     def expire(self) -> list[str]:
         """Handle expired leases now; the trial ids whose lease expired."""
         with self._lock:
@@ -728,50 +862,37 @@ class Chief:
     def _expire_locked(self) -> list[str]:
         expired = self.leases.pop_expired()
         stalled = self.leases.pop_stalled(self.stall_timeout) if self.stall_timeout else []
-        for lease in stalled:  # alive (heartbeats) but stuck: fail it, give its values on
-            self._node_hours_ended += self._lease_node_hours(lease)
-            error = f"no progress for {self.stall_timeout:g} s (worker {_worker_number(lease.worker)})"
-            self._requeue(lease, error)
-            self.counts["expired"] += 1
-            self._say(f"trial {lease.trial_id}: {error}; its values go to the next worker")
-        if not expired:
-            if stalled:
-                self._write_state()
-                self._save_soon()
-            return [lease.trial_id for lease in stalled]
-        recorded = {r["trial_id"]: r for r in self._records() if r["event"] == "trial_end"}
-        for lease in expired:
+        for lease in stalled + expired:
             self._node_hours_ended += self._lease_node_hours(lease)
             worker_id = _worker_number(lease.worker)
-            record = recorded.get(lease.trial_id)
-            if record is not None and is_lost_worker_end(record.get("error")):
-                # the chief itself recorded this loss before a crash; finish what it began
-                self._end_in_oracle(lease.trial_id, FAILED, record["error"],
-                                    count_failure=False)
-                self._ended_by[lease.trial_id] = "chief"
-                if self.aborted is None:
-                    self._reissues.append({"origin": lease.trial_id,
-                                           "values": _without_rerun(lease.values)})
-                continue
-            if record is not None:  # the worker wrote the end, then vanished: keep its word
+            logged = self._logged_ends.get(lease.trial_id)
+            if logged is not None:  # the worker recorded its end, then went silent: its word
+                record, holder = logged
                 self._end_in_oracle(lease.trial_id, record["status"], record.get("error"))
-                self._say(f"trial {lease.trial_id}: worker {worker_id} vanished after "
+                self._ended_by[lease.trial_id] = holder
+                self._say(f"trial {lease.trial_id}: worker {worker_id} went silent after "
                           f"recording it {record['status']}")
                 continue
-            error = f"lease expired (worker {worker_id})"
+            if lease in stalled:  # alive (heartbeats) but stuck
+                error = f"no progress for {self.stall_timeout:g} s (worker {worker_id})"
+                why = error
+            else:
+                error = f"lease expired (worker {worker_id})"
+                why = f"{error} after {self.leases.timeout:g} s without a heartbeat"
             self._requeue(lease, error)
             self.counts["expired"] += 1
-            self._say(f"trial {lease.trial_id}: {error} after {self.leases.timeout:g} s "
-                      "without a heartbeat; its values go to the next worker")
-        self._write_state()
-        self._save_soon()
+            self._say(f"trial {lease.trial_id}: {why}; its values go to the next worker")
+        if stalled or expired:
+            self._save_soon()
         return [lease.trial_id for lease in stalled + expired]
 
     def _requeue(self, lease: Lease, error: str) -> None:
-        """End a trial whose worker will not finish it FAILED (``error``) and queue its values
-        for the next worker (unless the search was aborted)."""
-        self._record_expired(lease, error)
-        self._end_in_oracle(lease.trial_id, FAILED, error, count_failure=False)
+        """End a trial whose worker will not finish it FAILED (``error``): logged first, then
+        the oracle; its values are queued for the next worker (unless the search was
+        aborted)."""
+        self._log_end(self._end_record(lease, FAILED, error), "chief")
+        if lease.trial_id in self.oracle.trials:
+            self._end_in_oracle(lease.trial_id, FAILED, error, count_failure=False)
         self._ended_by[lease.trial_id] = "chief"
         if self.aborted is None:
             self._reissues.append({"origin": lease.trial_id,
@@ -780,28 +901,26 @@ class Chief:
     def _lease_node_hours(self, lease: Lease) -> float:
         return node_hours(max(0.0, self.clock() - lease.granted), self.nodes_per_worker)
 
-    def _record_expired(self, lease: Lease, error: str) -> None:
-        if self.recorder is None:
-            return
+    def _end_record(self, lease: Lease, status: str, error: str | None) -> dict[str, Any]:
+        """The ``trial_end`` record the chief writes for a trial whose worker recorded none
+        (a lost worker, or a worker that keeps no records): its last reported metrics."""
         values = lease.values
         initial = int(values.get("tuner/initial_epoch", 0) or 0)
         parent = values.get("tuner/trial_id")
         rung = values.get("tuner/rung", values.get("tuner/round"))
         wall = max(0.0, time.time() - lease.wall_start)
-        fault_point("chief.record_end")
-        self.recorder.append(
-            "trial_end", lease.trial_id, status=FAILED,
-            parent_id=str(parent) if parent not in (None, "") else None,
-            hyperparameters={k: v for k, v in values.items()
-                             if not k.startswith(RESERVED_PREFIX)},
-            rung=None if rung is None else int(rung), initial_epoch=initial,
-            epochs=initial if lease.step is None else lease.step,
-            metrics=dict(lease.metrics), objective=self.objective.name,
-            start_time=lease.wall_start, wall_seconds=wall, nodes=self.nodes_per_worker,
-            ranks=self.ranks_per_worker, node_hours=node_hours(wall, self.nodes_per_worker),
-            error=error, target_epochs=int(values.get("tuner/epochs", self.default_epochs)),
-            worker_id=_worker_number(lease.worker))
-        fault_point("chief.record_end+")
+        return make_record(
+            "trial_end", lease.trial_id, self.search_id, _worker_number(lease.worker),
+            time.time(), dict(
+                status=status, parent_id=str(parent) if parent not in (None, "") else None,
+                hyperparameters={k: v for k, v in values.items()
+                                 if not k.startswith(RESERVED_PREFIX)},
+                rung=None if rung is None else int(rung), initial_epoch=initial,
+                epochs=initial if lease.step is None else lease.step,
+                metrics=dict(lease.metrics), objective=self.objective.name,
+                start_time=lease.wall_start, wall_seconds=wall, nodes=self.nodes_per_worker,
+                ranks=self.ranks_per_worker, node_hours=node_hours(wall, self.nodes_per_worker),
+                error=error, target_epochs=int(values.get("tuner/epochs", self.default_epochs))))
 
     # --- progress -----------------------------------------------------------------------------
 
@@ -907,6 +1026,10 @@ class Chief:
                              "port in --chief_address")
         server.start()
         self._server, self.port = server, bound
+        with self._lock:  # leases a resumed chief gave back count from when it can be reached
+            now = self.clock()
+            for lease in self.leases.leases():
+                lease.renewed = lease.progressed = now
         return bound
 
     def stop(self, grace: float = 1.0) -> None:
@@ -916,6 +1039,9 @@ class Chief:
             self._server.stop(grace).wait(grace + 5.0)
             self._server = None
         self.flush(force=True)
+        if self.log is not None:
+            self.log.sync()
+            self.log.close()  # no write after the end; a resume opens it again
 
     def request_stop(self) -> None:
         """Make :meth:`serve` return at its next tick (e.g. from a signal handler)."""
@@ -1000,7 +1126,7 @@ def _worker_number(tuner_id: str) -> str:
 
 
 _CALLS = {"Hello": "hello", "CreateTrial": "create_trial", "UpdateTrial": "update_trial",
-          "ClaimEnd": "claim_end", "EndTrial": "end_trial", "EndAndCreate": "end_and_create",
+          "Record": "record", "EndTrial": "end_trial", "EndAndCreate": "end_and_create",
           "GiveBack": "give_back", "Heartbeat": "heartbeat", "Status": "status"}
 
 

@@ -5,11 +5,10 @@ oracle forever and the search never ends. Every trial handed to a worker is leas
 worker renews its leases by heartbeats (and by any other call); a lease not renewed within
 ``timeout`` seconds expires, and the chief then fails the trial and re-issues its values.
 
-A lease goes ACTIVE -> ENDING when its worker announces it is about to write the trial's final
-record (:meth:`LeaseTable.claim_end`), then disappears when the trial is ended
-(:meth:`LeaseTable.release`). An ENDING lease expires only after ``ending_timeout`` (five
-lease timeouts) without a word from its worker, so a slow worker's end does not race a FAILED
-end and a re-run of the same trial; the chief then keeps the end the worker wrote, if any.
+A lease disappears when the trial is ended (:meth:`LeaseTable.release`). There is no
+"ending" state: a worker's ``trial_end`` goes to the chief's state log while it holds the
+lease, so a lease that expires after that is ended with the logged end (never a second,
+FAILED end and a re-run).
 
 Liveness by progress: heartbeats carry the worker's progress counter (batches or epochs
 done); a lease whose counter has not moved for ``stall_timeout`` seconds is a hung trial
@@ -26,9 +25,6 @@ import math
 import time
 from collections.abc import Callable
 
-ACTIVE = "ACTIVE"
-ENDING = "ENDING"
-
 
 class LeaseError(RuntimeError):
     """A worker acted on a trial it does not hold (expired, ended, or leased to another)."""
@@ -44,7 +40,6 @@ class Lease:
     granted: float  # clock time the lease was granted
     renewed: float  # clock time of the last heartbeat or call from the worker
     wall_start: float  # unix time the lease was granted (for records)
-    state: str = ACTIVE
     metrics: dict = dataclasses.field(default_factory=dict)  # last reported by the worker
     step: int | None = None  # epoch of the last report
     progress: int = 0  # the worker's progress counter (batches/epochs done), from heartbeats
@@ -64,14 +59,11 @@ class LeaseTable:
     """
 
     def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time, ending_factor: float = 5.0):
+                 wall_clock: Callable[[], float] = time.time):
         if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"lease timeout must be a finite number of seconds > 0, "
                              f"got {timeout!r}")
         self.timeout = float(timeout)
-        # an ENDING lease's worker was last heard announcing the end; it only expires after
-        # this much longer silence (a worker that died while writing its end)
-        self.ending_timeout = float(timeout) * float(ending_factor)
         self.clock = clock
         self.wall_clock = wall_clock
         self._leases: dict[str, Lease] = {}
@@ -135,12 +127,6 @@ class LeaseTable:
         lease.renewed = self.clock()
         return lease
 
-    def claim_end(self, trial_id: str, worker: str) -> Lease:
-        """``worker`` is about to record the end of ``trial_id``: ACTIVE -> ENDING."""
-        lease = self.check(trial_id, worker)
-        lease.state = ENDING
-        return lease
-
     def advance(self, trial_id: str, progress: int) -> bool:
         """The holder reports its progress counter; True if it moved since the last report."""
         lease = self._leases.get(trial_id)
@@ -151,12 +137,11 @@ class LeaseTable:
         return True
 
     def pop_stalled(self, stall_timeout: float) -> list[Lease]:
-        """Remove and return the ACTIVE leases whose progress has not moved for
-        ``stall_timeout`` seconds (renewed or not), oldest first. ENDING leases are left alone:
-        their trial is being recorded."""
+        """Remove and return the leases whose progress has not moved for ``stall_timeout``
+        seconds (renewed or not), oldest first."""
         now = self.clock()
-        stalled = [lease for lease in self._leases.values() if lease.state == ACTIVE
-                   and now - lease.progressed > stall_timeout]
+        stalled = [lease for lease in self._leases.values()
+                   if now - lease.progressed > stall_timeout]
         for lease in stalled:
             self._drop(lease.trial_id)
         return sorted(stalled, key=lambda lease: lease.granted)
@@ -166,14 +151,10 @@ class LeaseTable:
         return self._drop(str(trial_id))
 
     def pop_expired(self) -> list[Lease]:
-        """Remove and return the ACTIVE leases not renewed for ``timeout`` seconds, oldest
-        first. An ENDING lease (its worker was granted the end claim and is writing the
-        trial's end) is given ``ending_timeout`` (5 x ``timeout``) instead, so a slow end
-        does not race a FAILED one; the chief then keeps the end the worker wrote, if any."""
+        """Remove and return the leases not renewed for ``timeout`` seconds, oldest first."""
         now = self.clock()
         expired = [lease for lease in self._leases.values()
-                   if now - lease.renewed > (self.timeout if lease.state == ACTIVE
-                                             else self.ending_timeout)]
+                   if now - lease.renewed > self.timeout]
         for lease in expired:
             self._drop(lease.trial_id)
         return sorted(expired, key=lambda lease: lease.granted)

@@ -15,10 +15,12 @@
   the search id and a random per-process session id on every call (gRPC metadata); a chief
   that refuses the secret raises :class:`NotAuthorised`, one of another search
   :class:`WrongSearch`; trial ids the chief sends are checked before any use;
-- end claims: before rank 0 writes a trial's ``trial_end`` record it asks the chief
-  (:meth:`ChiefClient.claim_end`); a trial whose lease expired (the chief already recorded it
-  FAILED and re-issued its values) is not recorded twice. :class:`GuardedRecorder` does this
-  around a :class:`tuners.records.TrialRecorder`;
+- records over RPC: workers never write ``trials.jsonl``. Rank 0 sends each record
+  (``trial_start``, ``epoch``, ``trial_end``) to the chief (``Record``,
+  :meth:`ChiefClient.record`), the single writer of the search state, which appends it to its
+  state log and refuses it for a trial the caller no longer holds (its lease expired: the
+  chief already ended it FAILED and re-issued its values), so no trial is recorded twice.
+  :class:`RemoteRecorder` stands in for a :class:`tuners.records.TrialRecorder`;
 - one round trip per trial for busy fleets (``prefetch``): ``end_trial`` may carry the trial's
   last metrics, and the same call (``EndAndCreate``) brings the worker's next trial, which
   ``create_trial`` then returns without calling; a worker that stops with such a trial unused
@@ -49,9 +51,10 @@ from typing import Any
 import grpc
 
 from tuners.faults import fault_point
+from tuners.records import json_default
 
 SERVICE = "mlpf.hpo.Chief"  # must match tuners.distributed.chief.SERVICE
-METHODS = ("Hello", "CreateTrial", "UpdateTrial", "ClaimEnd", "EndTrial", "EndAndCreate",
+METHODS = ("Hello", "CreateTrial", "UpdateTrial", "Record", "EndTrial", "EndAndCreate",
            "GiveBack", "Heartbeat", "Status")  # must match tuners.distributed.chief.METHODS
 SEARCH_ID_KEY = "x-mlpf-search-id"  # these four must match tuners.distributed.chief
 SECRET_KEY = "x-mlpf-secret"
@@ -299,14 +302,17 @@ class ChiefClient:
         return RemoteTrial(trial_id=str(trial_id), status=reply["status"],
                            hyperparameters=Values({}))
 
-    def claim_end(self, trial_id: str) -> bool:
-        """May this group record the end of ``trial_id``? False once its lease was lost."""
-        if str(trial_id) in self._lost:
+    def record(self, event: str, trial_id: str, **fields: Any) -> bool:
+        """Send one record of ``trial_id`` to the chief's state log; False (and the trial
+        marked lost) if the chief refused it because this group no longer holds the trial."""
+        trial_id = str(trial_id)
+        if trial_id in self._lost:
             return False
-        reply = self._call("ClaimEnd", worker=self.tuner_id, trial_id=str(trial_id))
-        if not reply["granted"]:
-            self._mark_lost(str(trial_id), reply.get("reason", ""))
-        return bool(reply["granted"])
+        reply = self._call("Record", worker=self.tuner_id, trial_id=trial_id, event=event,
+                           fields=json.loads(json.dumps(fields, default=json_default)))
+        if not reply["accepted"]:
+            self._mark_lost(trial_id, reply.get("reason", ""))
+        return bool(reply["accepted"])
 
     def end_trial(self, trial, metrics: dict | None = None, step: int = 0) -> bool:
         """Report the trial's final status; False if the chief had already ended it.
@@ -436,26 +442,16 @@ class ChiefClient:
         self.close()
 
 
-class GuardedRecorder:
-    """A TrialRecorder whose records stop once the trial's lease is lost.
+class RemoteRecorder:
+    """What the trial runner writes records with on a worker: each record goes to the chief
+    (:meth:`ChiefClient.record`), none to a file. Records of a trial whose lease was lost
+    are dropped (the chief refuses them)."""
 
-    ``trial_end`` is written only after the chief granted the end claim, so a trial whose
-    lease expired (and which the chief recorded FAILED) is never recorded twice.
-    """
-
-    def __init__(self, recorder, client: ChiefClient):
-        self.recorder = recorder
+    def __init__(self, client: ChiefClient):
         self.client = client
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.recorder, name)
-
-    def append(self, event: str, trial_id: str, **fields: Any) -> dict[str, Any] | None:
-        if self.client.lease_lost(trial_id):
-            return None
-        if event == "trial_end" and not self.client.claim_end(trial_id):
-            return None
-        return self.recorder.append(event, trial_id, **fields)
+    def append(self, event: str, trial_id: str, **fields: Any) -> bool:
+        return self.client.record(event, trial_id, **fields)
 
 
 # --- a stand-in worker whose trials are sleeps ------------------------------------------------
@@ -486,22 +482,23 @@ class WorkerLog:
 
 
 def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], float],
-                     objective: str = "val_loss", recorder=None, idle_wait: float = 0.5,
+                     objective: str = "val_loss", records: bool = False,
+                     idle_wait: float = 0.5,
                      deadline: float | None = None, seed: int = 0,
                      epoch_updates: bool = False, clock=time.monotonic,
                      hang_after_epochs: int | None = None) -> WorkerLog:
     """Ask for trials until STOPPED; each trial sleeps ``trial_seconds(values)`` seconds.
 
     Reports the synthetic objective at the trial's last epoch (``tuner/epochs``), or after
-    every epoch when ``epoch_updates`` (the sleep is split evenly); writes ``trial_start`` and
-    ``trial_end`` records through ``recorder`` if given (wrapped in a GuardedRecorder).
+    every epoch when ``epoch_updates`` (the sleep is split evenly); sends ``trial_start`` and
+    ``trial_end`` records to the chief when ``records``.
     ``deadline`` (clock time) ends the loop and cuts a sleep short. Each epoch advances the
     client's progress counter; ``hang_after_epochs`` (fault tests) makes the main thread
     block forever after that many epochs while the heartbeat thread goes on.
     """
     rng = random.Random(seed)
     log = WorkerLog(worker_id=client.worker_id, started=clock())
-    guarded = GuardedRecorder(recorder, client) if recorder is not None else None
+    recorder = RemoteRecorder(client) if records else None
     try:
         while deadline is None or clock() < deadline:
             trial = client.create_trial()
@@ -516,8 +513,8 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
             last = int(values.get("tuner/epochs", first + 1) or first + 1)
             seconds = float(trial_seconds(values))
             start_wall = time.time()
-            if guarded is not None:
-                guarded.append("trial_start", trial.trial_id, parent_id=values.get(
+            if recorder is not None:
+                recorder.append("trial_start", trial.trial_id, parent_id=values.get(
                     "tuner/trial_id"), hyperparameters=_searched(values),
                     rung=values.get("tuner/rung"), initial_epoch=first, target_epochs=last,
                     nodes=1.0, ranks=1)
@@ -534,7 +531,7 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
                 if hang_after_epochs is not None and client.progress >= hang_after_epochs:
                     threading.Event().wait()  # a hung main thread; heartbeats go on
                 metrics = {objective: synthetic_objective(values, epoch, rng)}
-                if n == len(epochs) and guarded is None:
+                if n == len(epochs) and recorder is None:
                     last_update = metrics  # sent with the end of the trial, in one call
                     break
                 reply = client.update_trial(trial.trial_id, metrics, step=epoch)
@@ -543,10 +540,10 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
             if client.lease_lost(trial.trial_id):
                 log.lost += 1
                 continue
-            if guarded is not None:
+            if recorder is not None:
                 wall = time.time() - start_wall
                 fault_point("worker.record_end")
-                guarded.append("trial_end", trial.trial_id, status=status,
+                recorder.append("trial_end", trial.trial_id, status=status,
                                parent_id=values.get("tuner/trial_id"),
                                hyperparameters=_searched(values),
                                rung=values.get("tuner/rung"), initial_epoch=first,
@@ -588,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chief_address", required=True)
     parser.add_argument("--search_id", required=True)
     parser.add_argument("--worker_id", required=True)
-    parser.add_argument("--run_dir", default="", help="append records to its trials.jsonl")
+    parser.add_argument("--run_dir", default="", help="the search's run directory: read the "
+                        "secret there and send trial_start/trial_end records to the chief")
     parser.add_argument("--trial_seconds", type=float, default=0.5)
     parser.add_argument("--heartbeat_interval", type=float, default=2.0)
     parser.add_argument("--retry_for", type=float, default=300.0)
@@ -603,18 +601,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     secret_file = args.secret_file or (os.path.join(args.run_dir, SECRET_FILE)
                                        if args.run_dir else None)
-    recorder = None
-    if args.run_dir:
-        from tuners.records import TrialRecorder
-
-        recorder = TrialRecorder(args.run_dir, args.search_id, worker_id=args.worker_id)
     client = ChiefClient(args.chief_address, args.worker_id, args.search_id,
                          heartbeat_interval=args.heartbeat_interval, retry_for=args.retry_for,
                          backoff_initial=0.2, backoff_max=2.0, secret_file=secret_file,
                          on_lost=_exit_lost if args.exit_on_lost else None)
     with client:
         log = run_sleep_worker(client, trial_seconds=lambda values: args.trial_seconds,
-                               objective=args.objective, recorder=recorder,
+                               objective=args.objective, records=bool(args.run_dir),
                                idle_wait=args.idle_wait, seed=int(
                                    "".join(c for c in args.worker_id if c.isdigit()) or 0),
                                epoch_updates=True, hang_after_epochs=args.hang_after_epochs)
