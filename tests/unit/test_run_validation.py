@@ -52,7 +52,7 @@ def test_order_defaults_preset_flagfile_flags(tmp_path):
 
 def test_unknown_experiment():
     assert error_of("--experiment=nope") == (
-        "--experiment='nope': unknown experiment; known: compare, delphes_paper, scaling, smoke")
+        "--experiment='nope': unknown experiment; known: compare, curves, delphes_paper, scaling, smoke")
 
 
 def test_unknown_tuner():
