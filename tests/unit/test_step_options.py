@@ -17,13 +17,7 @@ from mlpf_tf.model.layers import (
     permute,
     to_bins,
 )
-from tests.unit.test_network import batch
-
-try:  # explicit thread pools on the shared 2-core machine (fixed once per process)
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-except RuntimeError:  # TensorFlow already initialised by an earlier test module
-    pass
+from tests.unit.test_network import batch  # also fixes the thread pools
 
 #: relative tolerance of losses and gradients between float32 variants of one step
 #: (recomputation reorders nothing, so differences are float32 rounding at most)
