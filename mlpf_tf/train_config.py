@@ -18,7 +18,8 @@ apply to it).
 (``mixed_bfloat16``: layers compute in bfloat16 and keep float32 weights; CPUs with
 AVX512-BF16/AMX and recent GPUs run its matmuls fast; no loss scaling is needed) or ``float16``
 (``mixed_float16`` with dynamic loss scaling, for GPUs with float16 tensor cores; slower than
-float32 on CPUs). The outputs, the loss and the LSH adjacency stay float32 in every policy.
+float32 on CPUs). The outputs and the loss are float32 and the LSH adjacency is computed
+in float32 in every policy.
 ``mixed_precision`` is the older spelling of ``precision=float16``. ``jit_compile`` compiles
 the training step with XLA.
 """

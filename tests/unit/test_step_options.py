@@ -135,3 +135,26 @@ def test_recompute_changes_nothing_at_inference():
     for k in a:
         np.testing.assert_array_equal(b[k].numpy(), a[k].numpy(), err_msg=k)
 
+
+
+def test_reference_heads_fold_the_repeated_regression_features():
+    """The energy/pT heads' first layer on [h, reg once, logits] with the folded kernel equals
+    the Dense layer on the reference's [h, reg with every output twice, logits]."""
+    model = build_model(small_cfg(variant="reference", num_graph_layers_energy=3))
+    heads = model.heads
+    dense = heads.energy_head.layers[0]
+    rng = np.random.default_rng(9)
+    h_cls = tf.constant(rng.normal(size=(2, 5, dense.kernel.shape[0] - 6 * 16 - 6)),
+                        tf.float32)
+    outs = [tf.constant(rng.normal(size=(2, 5, 16)), tf.float32) for _ in range(3)]
+    logits = tf.constant(rng.normal(size=(2, 5, 6)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(outs)
+        repeated = dense(tf.concat([h_cls] + [o for o in outs for _ in (0, 1)] + [logits], -1))
+        folded = heads.folded_first_layer(heads.energy_head, h_cls, tf.concat(outs, -1), logits)
+        loss_r, loss_f = tf.reduce_sum(repeated ** 2), tf.reduce_sum(folded ** 2)
+    np.testing.assert_allclose(folded.numpy(), repeated.numpy(), rtol=GRAD_RTOL, atol=1e-5)
+    for a, b in zip(tape.gradient(loss_f, [dense.kernel] + outs),
+                    tape.gradient(loss_r, [dense.kernel] + outs)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4,
+                                   atol=1e-4 * float(np.max(np.abs(b.numpy()))))
