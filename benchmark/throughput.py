@@ -21,6 +21,21 @@ Prints
   * optionally (``--weak_scaling``) the Horovod weak-scaling measurement of
     ``benchmark/weak_scaling.py`` (see :func:`weak_scaling_hook`).
 
+``--scenario=reference`` measures the settings of the reference study's Delphes training
+instead (6400 elements per event, batch 5, bin size 640, 2 threads, float32; the preset
+``reference`` = this project's network at the Delphes sizes, ``--models=delphes`` the
+reference design ``DELPHES_REFERENCE``); ``--scenario=reference_small`` the same at 1024
+elements and bin size 640 -> 128. Per model it prints training and inference events/s, the
+peak RSS after inference and after training (inference runs first, so the second figure is
+the training peak), and the seconds of the first training step (tracing included).
+``--scenario=precision`` trains the same initial weights for ``--steps`` (200) steps on the same
+batches in float32 and in ``--precision`` (bfloat16 unless float16 is given), alternated
+``--repeats`` times, and prints the seconds per step, the speed-up and the relative
+difference of the held-out loss after those steps (goal <= 1 %).
+``--set=field=value,...`` overrides ModelConfig fields (e.g. ``recompute=true``) and
+``--precision`` selects the Keras mixed-precision policy. Flags given explicitly win over the
+scenario's settings. One model per process gives attributable peak RSS figures.
+
 Events are random but schema-shaped (towers and tracks, energies spanning decades, all
 elements real): the cost of the network does not depend on the values.
 
@@ -34,10 +49,12 @@ achieved GFLOP/s is therefore a slight underestimate of the work done.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import resource
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -58,6 +75,19 @@ PRESETS = {
     # describes the improved layout; --model.variant=reference differs in its heads)
     "reference": {**DELPHES_REFERENCE, "variant": "improved", "hidden_dim": 256,
                   "layernorm": True},
+    # the reference design itself (--model.variant=reference) at the Delphes settings
+    "delphes": dict(DELPHES_REFERENCE),
+}
+
+#: named measurement settings (flag -> value); --models, --elements etc. given explicitly win
+SCENARIOS = {
+    "reference": dict(models=["reference"], elements=["6400"], batch_size=5, bin_size=640,
+                      threads=2, steps=2, repeats=2),
+    "reference_small": dict(models=["reference"], elements=["1024"], batch_size=5,
+                            bin_size=128, threads=2, steps=5, repeats=3),
+    # float32 against bfloat16: seconds per step and the loss after `steps` training steps
+    "precision": dict(models=["reference"], elements=["256"], batch_size=5, bin_size=64,
+                      threads=1, steps=200, repeats=1),
 }
 
 
@@ -88,6 +118,13 @@ def define_flags_once() -> None:
     flags.DEFINE_boolean("weak_scaling", False, "also run the Horovod weak-scaling "
                          "measurement of benchmark/weak_scaling.py")
     flags.DEFINE_integer("seed", 1, "seed of the synthetic events and the model", lower_bound=0)
+    flags.DEFINE_enum("scenario", None, list(SCENARIOS), "measure these named settings only "
+                      "(training/inference events/s, peak RSS, first-step seconds)")
+    flags.DEFINE_list("set", [], "ModelConfig overrides field=value, e.g. recompute=true")
+    flags.DEFINE_boolean("jit_compile", False, "scenario runs: compile the training step "
+                         "with XLA (Keras compile(jit_compile=True))")
+    flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16", "float16"],
+                      "compute precision (Keras mixed-precision policy) of the scenario runs")
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -112,6 +149,29 @@ def synthetic_batch(n_events: int, n_elements: int, seed: int = 0):
                                    schema.F_COS_PHI, schema.F_E]]
     y[y[..., schema.T_CLS] == 0] = 0.0
     return X, y, np.ones(shape, np.float32)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["recompute=true", "bin_size=64"]`` -> {"recompute": True, "bin_size": 64}."""
+    from mlpf_tf.model.config import ModelConfig
+
+    defaults = ModelConfig()
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not hasattr(defaults, key):
+            raise app.UsageError(f"--set={item}: expected field=value with a ModelConfig field")
+        kind = type(getattr(defaults, key))
+        try:
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("true", "1")
+            else:
+                out[key] = kind(value)
+        except ValueError:
+            raise app.UsageError(f"--set={item}: expected a {kind.__name__}") from None
+    return out
 
 
 def model_config(preset: str, **overrides):
@@ -331,6 +391,156 @@ def weak_scaling_hook(**kwargs) -> dict | None:
     return weak_scaling.measure(**accepted)
 
 
+# --- named scenarios ---------------------------------------------------------------------------
+
+def first_step_seconds(train_fn, it) -> float:
+    """Seconds of the first call of the training function (tracing and graph optimisation)."""
+    start = time.perf_counter()
+    float(train_fn(it)["loss"])
+    return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str):
+    """The Keras mixed-precision policy of ``--train.precision`` while the block runs."""
+    import tensorflow as tf
+
+    from mlpf_tf.train_config import PRECISION_POLICIES
+
+    tf.keras.mixed_precision.set_global_policy(PRECISION_POLICIES[precision])
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+
+
+def build_in_precision(cfg, seed: int, precision: str):
+    """:func:`build_compiled` under the current policy; float16 gets loss scaling and
+    ``--jit_compile`` XLA."""
+    import tensorflow as tf
+
+    model = build_compiled(cfg, seed)
+    optimizer = tf.keras.optimizers.Adam(1e-4)
+    if precision == "float16":
+        optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, jit_compile=FLAGS.jit_compile)
+    return model
+
+
+def measure_scenario(preset: str, n_elements: int, batch_size: int, bin_size: int, steps: int,
+                     repeats: int, seed: int = 1, precision: str = "float32",
+                     **overrides) -> dict:
+    """Inference then training of one model: events/s, peak RSS after each, first step s."""
+    import tensorflow as tf
+
+    with precision_policy(precision):
+        model = build_in_precision(model_config(preset, bin_size=bin_size, **overrides), seed,
+                                   precision)
+        X, y, w = synthetic_batch(batch_size, n_elements, seed)
+        t_infer = inference_seconds(model, X, steps, repeats)
+        infer_rss = peak_rss_mb()
+        train_fn = model.make_train_function()
+        it = iter(tf.data.Dataset.from_tensors((X, y, w)).repeat())
+        first = first_step_seconds(train_fn, it)
+
+        def step():
+            float(train_fn(it)["loss"])
+
+        t_train = _timed_runs(step, steps, repeats)
+    return {"preset": preset, "elements": n_elements, "batch_size": batch_size,
+            "bin_size": bin_size, "precision": precision, "params": model.count_params(),
+            "train_events_per_s": batch_size / t_train["wall"],
+            "train_events_per_s_best": batch_size / t_train["best"],
+            "infer_events_per_s": batch_size / t_infer["wall"],
+            "infer_events_per_s_best": batch_size / t_infer["best"],
+            "first_step_s": first, "infer_peak_rss_mb": infer_rss,
+            "train_peak_rss_mb": peak_rss_mb()}
+
+
+def loss_after_steps(preset: str, n_elements: int, batch_size: int, bin_size: int, steps: int,
+                     precision: str, seed: int = 1, **overrides) -> dict:
+    """Train ``steps`` Adam steps from the same initial weights on the same 8 batches (cycled)
+    under ``precision``; the loss of a held-out batch afterwards and the seconds per step."""
+    import tensorflow as tf
+
+    with precision_policy(precision):
+        model = build_in_precision(model_config(preset, bin_size=bin_size, **overrides), seed,
+                                   precision)
+        batches = [synthetic_batch(batch_size, n_elements, seed + i) for i in range(8)]
+        ds = tf.data.Dataset.from_tensor_slices(tuple(np.stack(a) for a in zip(*batches)))
+        it = iter(ds.repeat())
+        train_fn = model.make_train_function()
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            float(train_fn(it)["loss"])
+            times.append(time.perf_counter() - start)
+        X, y, w = synthetic_batch(batch_size, n_elements, seed + 100)
+        loss = float(model.mlpf_loss(y, model(X, training=False), w)["loss"])
+    return {"precision": precision, "loss": loss, "first_step_s": times[0],
+            "step_s": statistics.median(times[1:]) if steps > 1 else times[0]}
+
+
+def run_precision_scenario(models, elements, batch_size, bin_size, steps, repeats,
+                           overrides) -> None:
+    low = FLAGS.precision if FLAGS.precision != "float32" else "bfloat16"
+    for preset in models:
+        for n in elements:
+            runs = {"float32": [], low: []}
+            for _ in range(repeats):  # alternated
+                for precision in runs:
+                    r = loss_after_steps(preset, n, batch_size, bin_size, steps, precision,
+                                         FLAGS.seed, **overrides)
+                    runs[precision].append(r)
+                    print(f"{preset} N={n} B={batch_size} bin={bin_size} {precision}: "
+                          f"{steps} steps, median {r['step_s']:.3f} s/step (first "
+                          f"{r['first_step_s']:.1f} s), held-out loss after {steps} steps "
+                          f"{r['loss']:.6g}", flush=True)
+            base = statistics.median(r["step_s"] for r in runs["float32"])
+            fast = statistics.median(r["step_s"] for r in runs[low])
+            diff = abs(runs[low][0]["loss"] - runs["float32"][0]["loss"])
+            rel = diff / abs(runs["float32"][0]["loss"])
+            print(f"{preset} N={n}: {low} speed-up over float32 {base / fast:.2f}x; loss "
+                  f"relative difference {100 * rel:.2f}% (goal <= 1%: "
+                  f"{'met' if rel <= 0.01 else 'NOT met'})", flush=True)
+
+
+def _scenario_value(name: str, scenario: dict):
+    return FLAGS[name].value if FLAGS[name].present or name not in scenario else scenario[name]
+
+
+def run_scenario(name: str) -> None:
+    scenario = SCENARIOS[name]
+    models = _scenario_value("models", scenario)
+    elements = _ints("elements", _scenario_value("elements", scenario))
+    batch_size, threads, steps, repeats = (_scenario_value(k, scenario) for k in
+                                           ("batch_size", "threads", "steps", "repeats"))
+    overrides = parse_overrides(FLAGS.set)
+    bin_size = overrides.pop("bin_size", scenario["bin_size"])
+    for preset in models:
+        model_config(preset, bin_size=bin_size, **overrides)  # fail before measuring
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _set_threads(threads)
+    print(f"== scenario {name}: threads {threads} (inter-op 1), batch {batch_size}, bin size "
+          f"{bin_size}, {FLAGS.precision}, jit_compile {FLAGS.jit_compile}, overrides "
+          f"{overrides or 'none'}; "
+          f"{repeats} x {steps} timed steps (median, best) ==", flush=True)
+    if name == "precision":
+        run_precision_scenario(models, elements, batch_size, bin_size, steps, repeats,
+                               overrides)
+        return
+    for preset in models:
+        for n in elements:
+            r = measure_scenario(preset, n, batch_size, bin_size, steps, repeats, FLAGS.seed,
+                                 FLAGS.precision, **overrides)
+            print(f"{preset} N={n} B={batch_size} bin={bin_size}: train "
+                  f"{r['train_events_per_s']:.3f} ev/s (best {r['train_events_per_s_best']:.3f})"
+                  f"  infer {r['infer_events_per_s']:.2f} ev/s (best "
+                  f"{r['infer_events_per_s_best']:.2f})  peak RSS infer "
+                  f"{r['infer_peak_rss_mb']:.0f} MB, train {r['train_peak_rss_mb']:.0f} MB  "
+                  f"first step {r['first_step_s']:.1f} s  params {r['params']}", flush=True)
+
+
 # --- main --------------------------------------------------------------------------------------
 
 def _set_threads(threads: int) -> None:
@@ -353,8 +563,25 @@ def _ints(name: str, values: list[str]) -> list[int]:
     return out
 
 
-def main(argv) -> None:
+def one_line_usage_errors(program: str, body):
+    """absl main function running ``body(argv)``; a UsageError becomes one line on stderr and
+    exit status 2 (instead of absl's usage text)."""
+
+    def main(argv) -> None:
+        try:
+            body(argv)
+        except app.UsageError as exc:
+            print(f"{program}: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    return main
+
+
+def _main(argv) -> None:
     del argv
+    if FLAGS.scenario:
+        run_scenario(FLAGS.scenario)
+        return
     elements = _ints("elements", FLAGS.elements)
     scaling = _ints("scaling_elements", FLAGS.scaling_elements)
     for preset in FLAGS.models:
@@ -413,6 +640,9 @@ def main(argv) -> None:
         if result is not None:
             for k, v in result.items():
                 print(f"{k}: {v}")
+
+
+main = one_line_usage_errors("benchmark.throughput", _main)
 
 
 def run() -> None:

@@ -389,8 +389,7 @@ def train(data_cfg, model_cfg, train_cfg: TrainConfig, *, run_dir: str | None = 
     configure_threads(train_cfg.num_threads)
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(train_cfg.seed)
-    policy = "mixed_float16" if train_cfg.mixed_precision else "float32"
-    tf.keras.mixed_precision.set_global_policy(policy)
+    tf.keras.mixed_precision.set_global_policy(train_cfg.policy)
     try:
         return _fit(data_cfg, model_cfg, train_cfg, ctx, run_dir, initial_epoch, end_epoch,
                     resume_from, callbacks, datasets, model_builder, on_epoch_end)
@@ -445,7 +444,7 @@ def _fit(data_cfg, model_cfg, cfg: TrainConfig, ctx, run_dir, initial_epoch, end
                      sched["lr"], cfg.lr, ctx.size, cfg.lr_scaling, sched)
     optimizer = distributed.distributed_optimizer(
         make_optimizer(cfg, ctx.size, total_steps, variant), ctx)
-    if cfg.mixed_precision:
+    if cfg.loss_scaling:
         # Loss scaling outside the averaging optimizer: gradients are averaged before the
         # finite check, so all ranks skip or apply a step together.
         optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)

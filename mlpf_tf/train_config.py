@@ -14,9 +14,14 @@ epochs the trial is asked to reach) x steps per epoch, so the rate is above zero
 trial's last step whatever batch size or data size a search draws (``decay_steps`` does not
 apply to it).
 
-``mixed_precision`` selects the Keras ``mixed_float16`` policy with dynamic loss scaling. It is
-meant for GPUs with float16 tensor cores; on CPUs it is slower than float32 and only useful to
-test the code path. ``jit_compile`` compiles the training step with XLA.
+``precision`` selects the Keras mixed-precision policy: ``float32`` (default), ``bfloat16``
+(``mixed_bfloat16``: layers compute in bfloat16 and keep float32 weights; CPUs with
+AVX512-BF16/AMX and recent GPUs run its matmuls fast; no loss scaling is needed) or ``float16``
+(``mixed_float16`` with dynamic loss scaling, for GPUs with float16 tensor cores; slower than
+float32 on CPUs). The outputs and the loss are float32 and the LSH adjacency is computed
+in float32 in every policy.
+``mixed_precision`` is the older spelling of ``precision=float16``. ``jit_compile`` compiles
+the training step with XLA.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from mlpf_tf.configbase import Section, param
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 LR_SCALINGS = ("linear", "sqrt", "none")
+#: --train.precision -> Keras mixed-precision policy
+PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16",
+                      "float16": "mixed_float16"}
 
 
 @dataclasses.dataclass
@@ -63,8 +71,12 @@ class TrainConfig(Section):
     validation_steps: int = param(0, "validation batches per rank per epoch (0 = the whole "
                                   "validation shard)", low=0)
     jit_compile: bool = param(False, "compile the training step with XLA")
-    mixed_precision: bool = param(False, "mixed_float16 with loss scaling; for GPUs (slower "
-                                  "on CPUs)")
+    precision: str = param("float32", "compute precision (Keras mixed precision; weights, "
+                           "outputs and loss stay float32): bfloat16 for CPUs with "
+                           "AVX512-BF16/AMX and GPUs, float16 with loss scaling for GPUs",
+                           choices=tuple(PRECISION_POLICIES))
+    mixed_precision: bool = param(False, "same as --train.precision=float16 (mixed_float16 "
+                                  "with loss scaling; for GPUs, slower on CPUs)")
     seed: int = param(0, "seed of weight initialisation, dropout and shuffling", low=0,
                       high=2**31 - 1)
     num_threads: int = param(0, "TensorFlow intra-op threads per rank (0 = TF default); set "
@@ -91,3 +103,21 @@ class TrainConfig(Section):
                       f"{self.optimizer!r}; leave it 0")
         if not self.momentum < 1.0:
             self.fail("momentum", "must be < 1")
+        if self.mixed_precision and self.precision not in ("float32", "float16"):
+            self.fail("mixed_precision", f"means --train.precision=float16 and contradicts "
+                      f"--train.precision={self.precision}; set only --train.precision")
+
+    @property
+    def compute_precision(self) -> str:
+        """float32, bfloat16 or float16 (``mixed_precision`` means float16)."""
+        return "float16" if self.mixed_precision else self.precision
+
+    @property
+    def policy(self) -> str:
+        """The Keras mixed-precision policy name of :attr:`compute_precision`."""
+        return PRECISION_POLICIES[self.compute_precision]
+
+    @property
+    def loss_scaling(self) -> bool:
+        """float16 only: the loss is scaled (LossScaleOptimizer) against underflow."""
+        return self.compute_precision == "float16"

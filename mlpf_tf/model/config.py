@@ -85,6 +85,9 @@ class ModelConfig(Section):
                                          "(search 2..4, reference 3)", low=1)
     dropout: float = param(0.0, "dropout of the head FFNs; graph layers get half "
                            "(search 0..0.5)", low=0.0)
+    recompute: bool = param(False, "training: recompute every graph layer's N x bin_size "
+                            "adjacency and message passing in the backward pass instead of "
+                            "storing them (tf.recompute_grad): same numbers, less memory")
     # Heads.
     head_hidden_dim: int = param(32, "hidden width of the output heads (reference: width of "
                                  "the first head layer, halving per layer; Delphes 256)", low=1)

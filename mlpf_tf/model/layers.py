@@ -148,18 +148,46 @@ def inverse_permutation(perm: tf.Tensor) -> tf.Tensor:
     return tf.argsort(perm, axis=-1, stable=True)
 
 
-def to_bins(x: tf.Tensor, perm: tf.Tensor, bin_size: int) -> tf.Tensor:
-    """Gather [B, N, F] in ``perm`` order and split into bins: [B, N // bin_size, bin_size, F]."""
-    xs = tf.gather(x, perm, batch_dims=1)
+def permute(x: tf.Tensor, perm: tf.Tensor, inv_perm: tf.Tensor) -> tf.Tensor:
+    """``tf.gather(x, perm, batch_dims=1)`` for a batch of permutations, [B, N, F].
+
+    Its gradient is the gather of the upstream gradient by the inverse permutation
+    ``inv_perm``: every element receives exactly one value, so no IndexedSlices and no
+    UnsortedSegmentSum (the generic gather gradient) are built. The values are identical.
+    """
+
+    @tf.custom_gradient
+    def gather(values):
+        def grad(upstream):
+            return tf.gather(upstream, inv_perm, batch_dims=1)
+
+        return tf.gather(values, perm, batch_dims=1), grad
+
+    return gather(x)
+
+
+def to_bins(x: tf.Tensor, perm: tf.Tensor, bin_size: int,
+            inv_perm: tf.Tensor | None = None) -> tf.Tensor:
+    """Gather [B, N, F] in ``perm`` order and split into bins: [B, N // bin_size, bin_size, F].
+
+    With ``inv_perm`` (the inverse of ``perm``) the gradient is a permutation gather
+    (:func:`permute`) instead of the generic gather gradient.
+    """
+    xs = (tf.gather(x, perm, batch_dims=1) if inv_perm is None
+          else permute(x, perm, inv_perm))
     shape = tf.shape(x)
     return tf.reshape(xs, tf.stack([shape[0], -1, bin_size, shape[-1]]))
 
 
-def from_bins(xb: tf.Tensor, inv_perm: tf.Tensor) -> tf.Tensor:
-    """Undo :func:`to_bins`: [B, nb, bin_size, F] -> [B, N, F] in the original element order."""
+def from_bins(xb: tf.Tensor, inv_perm: tf.Tensor, perm: tf.Tensor | None = None) -> tf.Tensor:
+    """Undo :func:`to_bins`: [B, nb, bin_size, F] -> [B, N, F] in the original element order.
+
+    With ``perm`` the gradient is the gather by ``perm`` (:func:`permute`)."""
     shape = tf.shape(xb)
     flat = tf.reshape(xb, tf.stack([shape[0], -1, shape[-1]]))
-    return tf.gather(flat, inv_perm, batch_dims=1)
+    if perm is None:
+        return tf.gather(flat, inv_perm, batch_dims=1)
+    return permute(flat, inv_perm, perm)
 
 
 def binned_adjacency(coords_b: tf.Tensor, mask_b: tf.Tensor, dist_mult: float,
@@ -176,6 +204,41 @@ def binned_adjacency(coords_b: tf.Tensor, mask_b: tf.Tensor, dist_mult: float,
     adj = tf.clip_by_value(tf.exp(-dist_mult * dist), clip_value_low, 1.0)
     m = mask_b[..., 0]
     return adj * m[..., :, None] * m[..., None, :]
+
+
+def binned_adjacency_fused(coords_b: tf.Tensor, mask_b: tf.Tensor, dist_mult: float,
+                           clip_value_low: float) -> tf.Tensor:
+    """:func:`binned_adjacency` with a hand-written gradient (same values, same gradient up to
+    float rounding) that keeps one [B, nb, bs, bs] tensor for the backward pass instead of the
+    six or so that automatic differentiation of the kernel keeps.
+
+    With H = dL/d(d2) = dL/da * da/d(d2), the local derivative stored in the forward pass,
+    da_ij/d(d2_ij) = m_i m_j [clip_low <= e_ij <= 1] [d2_ij >= 1e-6] * (-dist_mult e_ij) /
+    (2 dist_ij) with e = exp(-dist_mult * dist), and S = H + H^T:
+    dL/dc_i = 2 (sum_j S_ij) c_i - 2 (S c)_i  (from d2_ij = |c_i|^2 + |c_j|^2 - 2 c_i.c_j).
+    The mask gets no gradient.
+    """
+    m = tf.cast(mask_b[..., 0], tf.float32)
+    pair = m[..., :, None] * m[..., None, :]
+
+    @tf.custom_gradient
+    def kernel(c):
+        sq = tf.reduce_sum(c * c, axis=-1)
+        d2 = sq[..., :, None] + sq[..., None, :] - 2.0 * tf.matmul(c, c, transpose_b=True)
+        dist = tf.sqrt(tf.maximum(d2, 1e-6))
+        e = tf.exp(-dist_mult * dist)
+        adj = tf.clip_by_value(e, clip_value_low, 1.0) * pair
+        passes = (d2 >= 1e-6) & (e >= clip_value_low) & (e <= 1.0)
+        local = tf.where(passes, (-0.5 * dist_mult) * e / dist, 0.0) * pair
+
+        def grad(upstream):
+            h = upstream * local
+            s = h + tf.linalg.matrix_transpose(h)
+            return 2.0 * (tf.reduce_sum(s, axis=-1, keepdims=True) * c - tf.matmul(s, c))
+
+        return adj, grad
+
+    return kernel(tf.cast(coords_b, tf.float32))
 
 
 class GatedMessagePassing(PlainCall, tf.keras.layers.Layer):
@@ -241,6 +304,7 @@ class CombinedGraphLayer(PlainCall, tf.keras.layers.Layer):
         self.distance_dim = int(cfg.distance_dim)
         self.half_buckets = int(cfg.max_num_bins) // 2
         self.seed = int(seed)
+        self.recompute = bool(cfg.recompute)
         rate = float(cfg.dropout) / 2.0
         self.ffn_dist = dense_ffn("ffn_dist", cfg.ffn_dist_hidden_dim, cfg.ffn_dist_num_layers,
                                   cfg.distance_dim, cfg.activation,
@@ -264,26 +328,46 @@ class CombinedGraphLayer(PlainCall, tf.keras.layers.Layer):
             initializer=tf.keras.initializers.Constant(values))
         super().build(input_shape)
 
+    def adjacency(self, coords_b, mask_b, training=None):
+        """:func:`binned_adjacency` of the binned coordinates, [B, nb, bs, bs]; in training
+        with its hand-written gradient (:func:`binned_adjacency_fused`)."""
+        kernel = binned_adjacency_fused if training else binned_adjacency
+        with tf.name_scope("adjacency"):
+            return kernel(coords_b, mask_b, self.dist_mult, self.clip_value_low)
+
     def binning(self, x, mask, training=None):
         """(coords [B,N,distance_dim], perm [B,N], inverse perm [B,N]) for input ``x``."""
         coords = self.ffn_dist(x, training=training)
-        bucket = lsh_buckets(coords, self.projection, mask, self.bin_size, self.bins_from_real)
-        perm = bin_permutation(bucket)
-        return coords, perm, inverse_permutation(perm)
+        with tf.name_scope("lsh_sort"):
+            bucket = lsh_buckets(coords, self.projection, mask, self.bin_size,
+                                 self.bins_from_real)
+            perm = bin_permutation(bucket)
+            return coords, perm, inverse_permutation(perm)
 
     def call(self, x, mask, training=None):
         if self.norm is not None and self.norm_input:
             x = self.norm(x) * tf.cast(mask, x.dtype)
         coords, perm, inv = self.binning(x, mask, training)
-        mask_b = to_bins(mask, perm, self.bin_size)
-        adj = binned_adjacency(to_bins(coords, perm, self.bin_size), mask_b,
-                               self.dist_mult, self.clip_value_low)
-        h = to_bins(x, perm, self.bin_size)
+        with tf.name_scope("to_bins"):
+            mask_b = to_bins(mask, perm, self.bin_size)
+            coords_b = to_bins(coords, perm, self.bin_size, inv)
+            h = to_bins(x, perm, self.bin_size, inv)
+        recompute = self.recompute and training
+        if not recompute:
+            adj = self.adjacency(coords_b, mask_b, training)
         for layer in self.messages:
-            h = layer(h, adj, mask_b)
+            if recompute:
+                # Only h, the coordinates and the mask are kept for the backward pass; the
+                # N x bin_size adjacency and the messages are computed again there.
+                h = tf.recompute_grad(
+                    lambda h, c, m, layer=layer: layer(h, self.adjacency(c, m, True), m))(
+                        h, coords_b, mask_b)
+            else:
+                h = layer(h, adj, mask_b)
             if self.dropout is not None:
                 h = self.dropout(h, training=training)
-        out = from_bins(h, inv)
+        with tf.name_scope("from_bins"):
+            out = from_bins(h, inv, perm)
         if self.norm is not None and not self.norm_input:
             out = self.norm(out)
         return out * tf.cast(mask, out.dtype)

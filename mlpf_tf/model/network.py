@@ -11,7 +11,8 @@ Forward pass for X [B, N, 12]:
 
 With ``variant=reference`` (see :mod:`mlpf_tf.model.variants`) step 2 is the one-hot type and
 the raw features (14 columns, no learned layer), the energy stack's features are its layers'
-outputs each taken twice (the reference's concatenation; no input skip), and the heads are
+outputs, which the reference takes twice (its concatenation; no input skip: the heads fold
+the duplicate), and the heads are
 :class:`~mlpf_tf.model.heads.ReferenceHeads`.
 
 ``train_step`` computes the loss with a plain GradientTape and hands the gradients to
@@ -63,12 +64,12 @@ class MLPFModel(PlainCall, tf.keras.Model):
 
     # --- forward ---------------------------------------------------------------------------------
 
-    def _stack(self, layers, enc, mask, training, skip=True, repeat=1):
-        """[enc (if skip), out_1 x repeat, ..., out_L x repeat] of the graph layers."""
+    def _stack(self, layers, enc, mask, training, skip=True):
+        """[enc (if skip), out_1, ..., out_L] of the graph layers."""
         h, feats = enc, [enc] if skip else []
         for layer in layers:
             h = layer(h, mask, training=training)
-            feats.extend([h] * repeat)
+            feats.append(h)
         return tf.concat(feats, axis=-1)
 
     def call(self, X, training=False):
@@ -80,9 +81,8 @@ class MLPFModel(PlainCall, tf.keras.Model):
         enc = self.encoding(Xp)
         enc = enc * tf.cast(mask, enc.dtype)
         cls_features = self._stack(self.common_layers, enc, mask, training)
-        if self.reference_layout:  # the reference concatenates each output twice, no skip
-            reg_features = self._stack(self.energy_layers, enc, mask, training, skip=False,
-                                       repeat=2)
+        if self.reference_layout:  # no skip; the heads count each output twice (REG_REPEAT)
+            reg_features = self._stack(self.energy_layers, enc, mask, training, skip=False)
         else:
             reg_features = self._stack(self.energy_layers, enc, mask, training)
         out = self.heads(Xp, cls_features, reg_features, training=training)
