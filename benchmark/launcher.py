@@ -7,6 +7,10 @@
   (:class:`tuners.distributed.chief.Chief`: leases, progress, resume) until the search is done; then
   write ``best.json``. Exit code 0 when finished, 1 when stopped by the oracle's failure
   limit, 3 when no worker came back for ``--worker_wait`` seconds, 130 on Ctrl-C / SIGTERM.
+  SIGUSR1 (SLURM's wall-time signal, ``--signal_lead`` of :mod:`benchmark.slurm_plan`) winds
+  the search down: no new trials, running ones are checkpointed at the end of their current
+  epoch and given back, the chief saves and exits 0; ``--resume`` in the next job continues
+  them from that epoch.
 - ``--role=worker --worker_id=N --chief_address=HOST:PORT --search_id=ID``: one worker group
   (start it with ``horovodrun -np K`` for K ranks). Rank 0 waits for the chief (retries with
   backoff for ``--chief_retry_for`` seconds), checks the search id, then trains the trials the
@@ -172,7 +176,10 @@ def finish_chief(cfg, run_dir: str, outcome: str, chief, run) -> int:
     if outcome == "finished" and summary["best"] is not None and hasattr(
             run, "write_best_physics"):
         run.write_best_physics(run_dir)  # as the one-process search does
-    codes = {"finished": EXIT_FINISHED, "aborted": EXIT_ABORTED,
+    if outcome == "suspended":
+        print(f"search suspended at the wall-time signal; resubmit with --resume on {run_dir} "
+              "to continue it", flush=True)
+    codes = {"finished": EXIT_FINISHED, "aborted": EXIT_ABORTED, "suspended": EXIT_FINISHED,
              "abandoned": EXIT_ABANDONED, "stopped": EXIT_INTERRUPTED}
     return codes[outcome]
 
@@ -189,7 +196,7 @@ def run_chief(cfg, fv, run) -> int:
     mllogger = run.start_mllog(cfg, run_dir, search_id)
     outcome = "stopped"
     try:
-        with _stop_on_signals(chief.request_stop):
+        with _stop_on_signals(chief.request_stop, wind_down=chief.wind_down):
             outcome = chief.serve()
     finally:
         mllogger.end("run_stop", None, {"status": outcome,
@@ -205,16 +212,21 @@ def _stopped_by(outcome: str, chief) -> str:
 
 
 class _stop_on_signals:
-    """SIGINT/SIGTERM call ``stop`` (main thread only) for the duration of a with-block."""
+    """SIGINT/SIGTERM call ``stop``, SIGUSR1 (the wall-time signal) ``wind_down`` (main
+    thread only) for the duration of a with-block."""
 
-    def __init__(self, stop):
+    def __init__(self, stop, wind_down=None):
         self.stop = stop
+        self.wind_down = wind_down
         self.saved: dict[int, object] = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.saved[sig] = signal.signal(sig, lambda *_: self.stop())
+            if self.wind_down is not None:
+                self.saved[signal.SIGUSR1] = signal.signal(signal.SIGUSR1,
+                                                           lambda *_: self.wind_down())
         return self
 
     def __exit__(self, *exc):
@@ -267,6 +279,13 @@ def run_worker(cfg, fv, run) -> int:
         if ctx.is_root:
             print(f"benchmark.run: worker {fv.worker_id}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    # SLURM's wall-time SIGUSR1, should it reach the ranks (its default would kill them): rank
+    # 0 suspends the trial after this epoch as when the chief says so; the others wait for
+    # rank 0's word in the epoch report.
+    if client is not None:
+        client.wind_down_on(signal.SIGUSR1)
+    elif threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     cfg = distributed.broadcast_object(load_params(run_dir)[0] if ctx.is_root else None,
                                        root=0, ctx=ctx)
     configure_threads(cfg.train.num_threads or cfg.launch.threads_per_rank, 1)
@@ -361,7 +380,7 @@ def run_standalone(cfg, fv, argv: Sequence[str], run) -> int:
                                                   env=env, start_new_session=True)))
         watcher = threading.Thread(target=_watch_workers, args=(procs, chief), daemon=True)
         watcher.start()
-        with _stop_on_signals(chief.request_stop):
+        with _stop_on_signals(chief.request_stop, wind_down=chief.wind_down):
             outcome = chief.serve(address)
     finally:
         stop_process_groups([p for _, p in procs])

@@ -5,18 +5,32 @@ each a Horovod group of ``ranks_per_node`` ranks training one trial at a time. T
 accounting fields of the config tree are set from the SLURM variables, so reports charge the
 search for the nodes it really held.
 
-``python -m benchmark.slurm_plan --dry_run -- <benchmark.run flags>`` prints the exact commands
-(used by the tests against a faked SLURM environment); without ``--dry_run`` it starts them,
-waits for the chief and stops the workers when the chief exits.
+``python -m benchmark.slurm_plan [--dry_run] [--signal_lead=S] [--resume_job=ID] --
+<benchmark.run flags>`` prints the exact commands (``--dry_run``: only that, used by the tests
+against a faked SLURM environment); otherwise it starts them, waits for the chief and stops the
+workers when the chief exits.
+
+Wall-time ends: the chief's job step gets ``srun --signal=USR1@S`` (``--signal_lead``, default
+600 s; 0: none), so SLURM sends it SIGUSR1 S seconds before the time limit; a SIGUSR1 that
+reaches this process (``#SBATCH --signal=B:USR1@S`` in ``launch/slurm/run_search.sbatch``)
+is passed on to the chief. On it the chief hands out no new trial, the worker groups
+checkpoint their running trials at the end of the current epoch and give them back, and the
+chief saves and exits 0 (see :mod:`benchmark.launcher`). Choose S larger than the longest
+epoch plus a checkpoint. The resubmitted job continues the search with ``--resume_job=<first
+job id>`` (the run directory ``slurm-<id>`` and search id of that job, chief ``--resume``),
+or by itself when SLURM requeued the job under its own id (``SLURM_RESTART_COUNT`` > 0).
+Only the chief is signalled: a worker group learns it from the chief's replies (``horovodrun``
+does not pass SIGUSR1 on to its ranks).
 
 Environment read: SLURM_JOB_ID, SLURM_JOB_NODELIST (or SLURM_NODELIST), SLURM_NNODES (or
 SLURM_JOB_NUM_NODES), and, from the system env file (launch/slurm/systems/*.env):
 MLPF_RANKS_PER_NODE, MLPF_GPUS_PER_NODE, MLPF_LAUNCHER (horovodrun | srun), MLPF_PYTHON,
-MLPF_CHIEF_PORT, MLPF_OUTPUT_DIR.
+MLPF_CHIEF_PORT, MLPF_OUTPUT_DIR; SLURM_RESTART_COUNT (a requeued job resumes its search).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -83,6 +97,9 @@ class SlurmJob:
     python: str
     chief_port: int
     output_dir: str
+    signal_lead: int = 600
+    resume_job: str | None = None
+    restarts: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SlurmJob:
@@ -117,7 +134,17 @@ class SlurmJob:
                    gpus_per_node=integer("MLPF_GPUS_PER_NODE", "0", 0),
                    launcher=launcher, python=env.get("MLPF_PYTHON", "python"),
                    chief_port=integer("MLPF_CHIEF_PORT", "8470", 1),
-                   output_dir=env.get("MLPF_OUTPUT_DIR", "runs"))
+                   output_dir=env.get("MLPF_OUTPUT_DIR", "runs"),
+                   restarts=integer("SLURM_RESTART_COUNT", "0", 0))
+
+    @property
+    def search_job(self) -> str:
+        """The job whose search this job runs: its own, or the one it resumes."""
+        return self.resume_job or self.job_id
+
+    @property
+    def resumes(self) -> bool:
+        return self.resume_job is not None or self.restarts > 0
 
     @property
     def chief_address(self) -> str:
@@ -130,16 +157,21 @@ class SlurmJob:
                 f"--launch.ranks_per_node={self.ranks_per_node}",
                 f"--launch.accelerators_per_node={self.gpus_per_node}",
                 f"--launch.output_dir={self.output_dir}",
-                f"--launch.run_name=slurm-{self.job_id}",
+                f"--launch.run_name=slurm-{self.search_job}",
                 "--launch.system=slurm"]
 
     def commands(self, run_args: Sequence[str]) -> list[list[str]]:
         """The chief command, then one worker-group command per node."""
-        common = [*self.accounting_flags(), f"--search_id={self.job_id}",
+        common = [*self.accounting_flags(), f"--search_id={self.search_job}",
                   f"--chief_address={self.chief_address}", *run_args]
         chief = ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={self.hosts[0]}", "--overlap",
                  "--cpus-per-task=1", self.python, "-m", "benchmark.run", "--role=chief",
                  *common]
+        if self.signal_lead:
+            # SIGUSR1 to the chief this long before the time limit: suspend and save
+            chief.insert(6, f"--signal=USR1@{self.signal_lead}")
+        if self.resumes:
+            chief.append("--resume")
         out = [chief]
         for i, host in enumerate(self.hosts):
             worker = [self.python, "-m", "benchmark.run", "--role=worker", f"--worker_id={i}",
@@ -168,8 +200,11 @@ def format_commands(commands: Sequence[Sequence[str]]) -> str:
 
 
 def execute(commands: Sequence[Sequence[str]]) -> int:
-    """Start the chief and the workers; return the chief's exit code, stopping the workers."""
+    """Start the chief and the workers; return the chief's exit code, stopping the workers.
+    A SIGUSR1 to this process (the batch shell's wall-time signal) goes on to the chief."""
     chief = subprocess.Popen(commands[0])
+    signal.signal(signal.SIGUSR1, lambda *_: chief.poll() is None and chief.send_signal(
+        signal.SIGUSR1))
     workers = [subprocess.Popen(cmd) for cmd in commands[1:]]
     try:
         code = chief.wait()
@@ -187,15 +222,37 @@ def execute(commands: Sequence[Sequence[str]]) -> int:
     return code
 
 
+_JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
+
+
+def _plan_options(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """This module's own options (before ``--``) and the benchmark.run flags after them."""
+    options: dict[str, str] = {}
+    rest = list(argv)
+    while rest and rest[0] != "--" and rest[0].startswith("--") and rest[0].split("=", 1)[0] in (
+            "--dry_run", "--signal_lead", "--resume_job"):
+        name, _, value = rest.pop(0)[2:].partition("=")
+        options[name] = value
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    return options, rest
+
+
 def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-    """``[--dry_run] [--] run-args...``: print or execute the plan."""
-    argv = list(argv)
-    dry = "--dry_run" in argv
-    argv = [a for a in argv if a != "--dry_run"]
-    if argv and argv[0] == "--":
-        argv = argv[1:]
+    """``[--dry_run] [--signal_lead=S] [--resume_job=ID] [--] run-args...``: print or execute
+    the plan."""
+    options, argv = _plan_options(list(argv))
+    dry = "dry_run" in options
     try:
         job = SlurmJob.from_env(os.environ if env is None else env)
+        lead = options.get("signal_lead", "600")
+        if not lead.isdigit():
+            raise SlurmPlanError(f"--signal_lead={lead!r}: expected whole seconds >= 0 "
+                                 "(0: no wall-time signal)")
+        resume = options.get("resume_job")
+        if resume is not None and not _JOB_ID.match(resume):
+            raise SlurmPlanError(f"--resume_job={resume!r}: expected a SLURM job id, e.g. 4242")
+        job = dataclasses.replace(job, signal_lead=int(lead), resume_job=resume)
     except SlurmPlanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

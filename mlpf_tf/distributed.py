@@ -92,6 +92,27 @@ def init() -> Context:
     return _context
 
 
+#: exit code of a rank that ended its worker group (:func:`abort_group`)
+EXIT_GROUP_ABORTED = 5
+
+
+def abort_group(message: str, ctx: Context | None = None) -> None:
+    """End this rank's process at once, and with it the worker group: for a failure on one
+    rank while the others may sit in a collective (an allreduce of the training step) that
+    this rank will never join. Waiting for them in another collective (an allgather of the
+    outcomes) would deadlock; a rank that is gone instead makes Horovod shut down on the
+    others (Gloo sees the connection close) and ``horovodrun`` (or ``srun
+    --kill-on-bad-exit``) end the rest of the group. The chief fails the trial when its
+    progress stops (``--stall_timeout``) or its lease lapses, and re-issues it."""
+    import sys
+
+    ctx = ctx if ctx is not None else current()
+    print(f"rank {ctx.rank} of {ctx.size}: {message}; ending the worker group (the other "
+          "ranks cannot go on without this one)", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_GROUP_ABORTED)
+
+
 def current() -> Context:
     """The context of :func:`init` if it ran, else :data:`LOCAL`."""
     return _context if _context is not None else LOCAL
@@ -254,5 +275,5 @@ def scaled_lr(lr: float, rule: str, size: int) -> float:
 __all__: Sequence[str] = (
     "Context", "LOCAL", "init", "current", "distributed_optimizer", "broadcast_variables",
     "broadcast_callback", "metric_average_callback", "broadcast_object", "allgather_object",
-    "allreduce_mean", "allreduce_min", "allreduce_sum", "barrier", "scaled_lr",
+    "allreduce_mean", "allreduce_min", "allreduce_sum", "barrier", "scaled_lr", "abort_group",
 )

@@ -309,6 +309,7 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
         self.history: list[dict[str, float]] = []
         self.seconds: list[float] = []
         self.last_checkpoint: str | None = None
+        self._unsaved: tuple[int, dict] | None = None  # the last epoch if not checkpointed
         self._t0 = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -329,16 +330,27 @@ class _EpochRecorder(tf.keras.callbacks.Callback):
         self.history.append(record)
         done = epoch + 1
         every = self.cfg.checkpoint_every_epochs
+        self._unsaved = (done, record)
         if self.checkpoint_dir and (done == self.epochs or (every and done % every == 0)):
-            meta = {**self.metadata, "logs": record}
-            self.last_checkpoint = ckpt.save(self.checkpoint_dir, self.model, self.optimizer,
-                                             done, metadata=meta, keep=self.cfg.keep_checkpoints,
-                                             ctx=self.ctx)
+            self._save(done, record)
         if self.ctx.is_root:
             logging.info("epoch %d/%d: %s", done, self.epochs,
                          ", ".join(f"{k}={v:.5g}" for k, v in record.items() if k != "epoch"))
         if self.on_epoch_end_hook is not None:
             self.on_epoch_end_hook(epoch, dict(record))
+
+    def on_train_end(self, logs=None):
+        # Stopped early (the oracle, or the wall-time signal: the trial continues later from
+        # here): the last epoch is checkpointed even between checkpoint_every_epochs.
+        if self.checkpoint_dir and self._unsaved is not None and self.model.stop_training:
+            self._save(*self._unsaved)
+
+    def _save(self, done: int, record: dict) -> None:
+        meta = {**self.metadata, "logs": record}
+        self.last_checkpoint = ckpt.save(self.checkpoint_dir, self.model, self.optimizer, done,
+                                         metadata=meta, keep=self.cfg.keep_checkpoints,
+                                         ctx=self.ctx)
+        self._unsaved = None
 
 
 # -- the trial ---------------------------------------------------------------------------------

@@ -15,6 +15,12 @@ of trials in lockstep:
    it completed on every rank; otherwise it is FAILED with the first failing rank's message.
 4. rank 0 writes the ``trial_end`` record and calls ``oracle.end_trial`` with that status.
 
+The SLURM wall-time signal: when rank 0's oracle client says it is winding down
+(``winding_down``, see :class:`tuners.distributed.worker.ChiefClient`) the epoch report's
+broadcast carries "suspend": every rank stops after this epoch, training checkpoints it, and
+rank 0 gives the trial back with that epoch (``oracle.suspend``) instead of ending it; no
+``trial_end`` is written. The next trial the chief hands out is then STOPPED.
+
 An exception in rank 0's oracle calls never leaves the other ranks waiting in a collective:
 it is carried to them in the next broadcast and raised on every rank as :class:`SearchAborted`.
 
@@ -102,6 +108,7 @@ class HorovodTuner(base_tuner.BaseTuner):
         self.stop_reason: str | None = None  # which limit ended the search (rank 0)
         self._pending_error: str | None = None
         self._current: trial_module.Trial | None = None
+        self._suspend_at: int | None = None  # the epoch the running trial was suspended at
 
     # --- keras-tuner plumbing -----------------------------------------------------------------
 
@@ -157,10 +164,13 @@ class HorovodTuner(base_tuner.BaseTuner):
             trial = self._trial_from_message(message)
             self.on_trial_begin(trial)
             outcome = self._run_in_lockstep(trial)
+            if outcome is None:  # suspended at the wall-time signal: given back, not ended
+                self.trials_run.append((trial.trial_id, "SUSPENDED"))
+                continue
             trial.status = outcome.status
             trial.message = outcome.error
             self.node_hours_used += outcome.node_hours
-            self.epochs_used += max(0, outcome.epochs - _initial_epoch(trial))
+            self.epochs_used += max(0, outcome.epochs - _start_epoch(trial))
             self.trials_run.append((trial.trial_id, outcome.status))
             self.on_trial_end(trial)
         self.on_search_end()
@@ -206,11 +216,20 @@ class HorovodTuner(base_tuner.BaseTuner):
         return trial_module.Trial(hyperparameters=hp, trial_id=message["trial_id"],
                                   status=TrialStatus.RUNNING)
 
-    def _run_in_lockstep(self, trial: trial_module.Trial) -> TrialOutcome:
+    def _run_in_lockstep(self, trial: trial_module.Trial) -> TrialOutcome | None:
+        """The agreed outcome; None if the trial was suspended (and given back)."""
         spec = TrialSpec.from_values(trial.trial_id, trial.hyperparameters.values,
                                      default_epochs=self.runner.default_epochs)
+        self._suspend_at = None
         outcome = self.runner.run(spec, report_epoch=self._epoch_reporter(spec))
         outcome = self._agree(outcome)
+        if self._suspend_at is not None and outcome.status == TrialStatus.COMPLETED:
+            if self.context.is_root:
+                try:
+                    self.oracle.suspend(spec.trial_id, self._suspend_at)
+                except Exception as exc:
+                    self._pending_error = f"oracle.suspend failed: {_describe(exc)}"
+            return None
         if self.context.is_root:
             self.runner.record_end(spec, outcome, objective=self.oracle.objective.name)
         return outcome
@@ -219,7 +238,7 @@ class HorovodTuner(base_tuner.BaseTuner):
         """Callable(epoch, metrics) -> stop?, run on every rank after each epoch."""
 
         def report(epoch: int, metrics: dict[str, float] | None) -> bool:
-            stop = False
+            stop = suspend = False
             if self.context.is_root and metrics is None:
                 stop = True  # non-finite objective: the trial fails, stop it now
             elif self.context.is_root:
@@ -229,7 +248,14 @@ class HorovodTuner(base_tuner.BaseTuner):
                 except Exception as exc:
                     self._pending_error = f"oracle.update_trial failed: {_describe(exc)}"
                     stop = True
-            return bool(distributed.broadcast_object(stop, root=0, ctx=self.context))
+                winding = getattr(self.oracle, "winding_down", None)
+                suspend = (not stop and winding is not None and winding.is_set()
+                           and epoch < spec.target_epochs)
+            stop, suspend = distributed.broadcast_object((stop, suspend), root=0,
+                                                         ctx=self.context)
+            if suspend:
+                self._suspend_at = epoch
+            return bool(stop or suspend)
 
         return report
 
@@ -262,8 +288,9 @@ class HorovodTuner(base_tuner.BaseTuner):
         return self.runner.load_model(trial.trial_id, trial.hyperparameters.values)
 
 
-def _initial_epoch(trial) -> int:
-    return int(trial.hyperparameters.values.get("tuner/initial_epoch", 0) or 0)
+def _start_epoch(trial) -> int:
+    values = trial.hyperparameters.values
+    return int(values.get("tuner/resume_epoch", 0) or values.get("tuner/initial_epoch", 0) or 0)
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,7 +4,8 @@ Writers append whole lines and fsync, so a crash can at worst leave one truncate
 which readers skip with a warning naming the file. The schema (version 1):
 
 Common keys (every record):
-  ``v`` (schema version, 1), ``event`` ("trial_start" | "epoch" | "trial_end"),
+  ``v`` (schema version, 1), ``event`` ("trial_start" | "epoch" | "trial_end" |
+  "trial_suspend"),
   ``search_id``, ``trial_id``, ``time`` (unix seconds when written), ``worker_id``.
 ``trial_start``: ``parent_id`` (trial continued from, or null), ``hyperparameters`` (dict),
   ``rung`` (int or null), ``initial_epoch``, ``target_epochs``, ``nodes``, ``ranks``.
@@ -16,6 +17,10 @@ Common keys (every record):
   ``metrics`` (final: the objective and the rest), ``objective`` (name), ``start_time``,
   ``wall_seconds`` (whole trial), ``nodes``, ``ranks``, ``node_hours`` (whole trial),
   ``error`` (message, for FAILED).
+``trial_suspend`` (written by the chief when a worker gives a trial back at the SLURM wall-time
+  signal): ``epoch`` (epochs its checkpoint holds), ``reason`` ("wall_time"). The trial has not
+  ended: a resumed search continues it under the same id from that epoch (no second
+  ``trial_start``, epoch records from ``epoch + 1`` on) and it gets exactly one ``trial_end``.
 Optional on any record: ``simulated`` (true for runs replayed by ``benchmark.sim.replay``).
 """
 
@@ -31,7 +36,7 @@ from typing import Any
 from mlpf_tf.configbase import append_line
 
 SCHEMA_VERSION = 1
-EVENTS = ("trial_start", "epoch", "trial_end")
+EVENTS = ("trial_start", "epoch", "trial_end", "trial_suspend")
 STATUSES = ("COMPLETED", "FAILED", "INVALID")
 TRIALS_FILE = "trials.jsonl"
 

@@ -20,13 +20,30 @@ step counter at the start of training is recorded as ``optimizer_iterations`` in
 ``trial_start`` (and at the end in ``trial_end``), so a reader can check that a continuation
 really picked up its parent's optimizer state.
 
+Suspended trials: a trial given back at the SLURM wall-time signal (checkpointed at the end of
+its epoch, see :mod:`tuners.distributed.chief`) comes back with ``tuner/resume_epoch`` in its
+values: it restores its own checkpoint, which must hold exactly that many epochs, trains on from
+there and writes no second ``trial_start``.
+
 Failure: any exception during training (``NonFiniteLossError`` included) or a non-finite
 objective makes the outcome FAILED with a one-line message; nothing is raised, so the group can
 agree on the outcome and move on together.
 
+A failure on some ranks only, in a group of several: an exception raised while the model trains
+(between Keras' ``on_train_begin`` and ``on_train_end``) may leave the other ranks in the
+training step's allreduce, which this rank will never join. Such a rank does not go on to the
+outcome agreement (an allgather the others would never reach): it ends its process, and with it
+the group (:func:`mlpf_tf.distributed.abort_group`); the chief fails the trial as a lost worker
+once its progress stops and re-issues it. Exceptions every rank raises together
+(``NonFiniteLossError`` and ``CheckpointError``, decided on reduced or broadcast values) and
+those before training starts (configs, checkpoint restore) still fail the trial by agreement.
+
 Fault injection for tests: the environment variable ``MLPF_HPO_FAULT_TRIALS`` (comma-separated
 trial ids) sets every weight of those trials' models to NaN before the first step, so their
-loss is non-finite -- the real failure path, not a simulation of it.
+loss is non-finite -- the real failure path, not a simulation of it. ``MLPF_HPO_RAISE_TRIALS``
+(comma-separated ``<trial id>@<rank>[:<epoch>]``) makes that rank raise a RuntimeError before
+the first training step of epoch ``epoch`` (1-based, default 1) of that trial (one rank failing
+alone while the others enter the step's allreduce).
 """
 
 from __future__ import annotations
@@ -44,11 +61,13 @@ from tuners import hypermodel
 from tuners.records import TrialRecorder, node_hours
 
 FAULT_ENV = "MLPF_HPO_FAULT_TRIALS"
+RAISE_ENV = "MLPF_HPO_RAISE_TRIALS"
 NODE_HOURS_METRIC = "node_hours"  # cumulative trial cost passed to the oracle with the metrics
 
 COMPLETED, FAILED = "COMPLETED", "FAILED"
 
 EpochReporter = Callable[[int, dict], bool]
+RESUME_KEY = "tuner/resume_epoch"  # a suspended trial continues from its own checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +81,7 @@ class TrialSpec:
     target_epochs: int = 1
     rung: int | None = None
     bracket: int | None = None
+    resume_epoch: int = 0  # > 0: a suspended trial, continued from its own checkpoint
 
     @classmethod
     def from_values(cls, trial_id: str, values: dict, default_epochs: int) -> TrialSpec:
@@ -75,7 +95,13 @@ class TrialSpec:
                    parent_id=str(parent) if parent not in (None, "") else None,
                    initial_epoch=initial, target_epochs=target,
                    rung=None if rung is None else int(rung),
-                   bracket=None if bracket is None else int(bracket))
+                   bracket=None if bracket is None else int(bracket),
+                   resume_epoch=int(values.get(RESUME_KEY, 0) or 0))
+
+    @property
+    def start_epoch(self) -> int:
+        """The epoch training starts from on this run (a suspended trial's resume epoch)."""
+        return self.resume_epoch or self.initial_epoch
 
     @property
     def hyperparameters(self) -> dict:
@@ -185,10 +211,14 @@ class TrialRunner:
             if spec.target_epochs <= spec.initial_epoch:
                 raise ValueError(f"nothing to train: tuner/epochs={spec.target_epochs} <= "
                                  f"tuner/initial_epoch={spec.initial_epoch}")
-            resume_from = self._parent_checkpoint(spec)
+            resume_from = (self._own_checkpoint(spec) if spec.resume_epoch
+                           else self._parent_checkpoint(spec))
             self._train(spec, model_cfg, train_cfg, resume_from, probe)
         except Exception as exc:  # the trial fails; the search goes on
             error = _one_line(exc)
+            if self.context.collective and probe.in_fit and not _raised_on_every_rank(exc):
+                distributed.abort_group(f"trial {spec.trial_id} failed on this rank alone: "
+                                        f"{error}", self.context)
         if error is None:
             value = probe.last_metrics.get(self.objective)
             if value is None:
@@ -198,7 +228,7 @@ class TrialRunner:
         wall = time.time() - start
         outcome = TrialOutcome(
             status=COMPLETED if error is None else FAILED, metrics=dict(probe.last_metrics),
-            epochs=probe.last_epoch if probe.last_epoch is not None else spec.initial_epoch,
+            epochs=probe.last_epoch if probe.last_epoch is not None else spec.start_epoch,
             start_time=start, wall_seconds=wall, node_hours=node_hours(wall, self.nodes),
             error=error, optimizer_iterations_start=probe.iterations_start,
             optimizer_iterations_end=probe.iterations_end, stopped_early=probe.stopped,
@@ -208,21 +238,32 @@ class TrialRunner:
             probe.record_start(None)
         return outcome
 
+    def _own_checkpoint(self, spec: TrialSpec) -> str:
+        """A suspended trial's checkpoint, which must hold its ``tuner/resume_epoch``."""
+        return self._checkpoint_holding(
+            spec.trial_id, spec.resume_epoch, f"cannot resume suspended trial {spec.trial_id}",
+            f"not {RESUME_KEY}={spec.resume_epoch}")
+
     def _parent_checkpoint(self, spec: TrialSpec) -> str | None:
         if not spec.continues:
             return None
+        return self._checkpoint_holding(
+            spec.parent_id, spec.initial_epoch, f"cannot continue trial {spec.parent_id}",
+            f"the trial asks to start at tuner/initial_epoch={spec.initial_epoch}")
+
+    def _checkpoint_holding(self, trial_id: str, epoch: int, what: str, want: str) -> str:
+        """``trial_id``'s checkpoint directory if it holds exactly ``epoch`` epochs, else
+        RuntimeError ``<what>: ...`` naming the epochs found and ``want``."""
         from mlpf_tf import checkpoint
 
-        directory = self.checkpoint_dir(spec.parent_id)
+        directory = self.checkpoint_dir(trial_id)
         try:
             meta = checkpoint.read_metadata(directory)
         except checkpoint.CheckpointError as exc:
-            raise RuntimeError(f"cannot continue trial {spec.parent_id}: {exc}") from None
-        if meta["epoch"] != spec.initial_epoch:
-            raise RuntimeError(
-                f"cannot continue trial {spec.parent_id}: its checkpoint {directory} holds "
-                f"{meta['epoch']} epochs, the trial asks to start at tuner/initial_epoch="
-                f"{spec.initial_epoch}")
+            raise RuntimeError(f"{what}: {exc}") from None
+        if meta["epoch"] != epoch:
+            raise RuntimeError(f"{what}: its checkpoint {directory} holds {meta['epoch']} "
+                               f"epochs, {want}")
         return directory
 
     def _train(self, spec: TrialSpec, model_cfg, train_cfg, resume_from, probe) -> Any:
@@ -232,11 +273,16 @@ class TrialRunner:
         callbacks = [probe.keras_callback()]
         if spec.trial_id in fault_trials():
             callbacks.insert(0, _nan_weights_callback())
+        for entry in fault_trials(RAISE_ENV):
+            where, _, epoch = entry.partition(":")
+            if where == f"{spec.trial_id}@{self.context.rank}":
+                callbacks.insert(0, _raise_callback(spec.trial_id, self.context.rank,
+                                                    int(epoch or 1)))
         if self.tensorboard and self.context.is_root:
             callbacks.extend(self._tensorboard(spec))
         return train_fn(self.data_cfg, model_cfg, train_cfg,
                         run_dir=self.trial_dir(spec.trial_id),
-                        initial_epoch=spec.initial_epoch, epochs=spec.target_epochs,
+                        initial_epoch=spec.start_epoch, epochs=spec.target_epochs,
                         resume_from=resume_from, callbacks=callbacks, context=self.context,
                         **self.train_kwargs)
 
@@ -324,6 +370,7 @@ class _Probe:
         self.start = start
         self.report_epoch = report_epoch
         self.started = False
+        self.in_fit = False  # between Keras' on_train_begin and on_train_end
         self.iterations_start: int | None = None
         self.iterations_end: int | None = None
         self.last_metrics: dict[str, float] = {}
@@ -347,7 +394,7 @@ class _Probe:
         self.started = True
         self.iterations_start = iterations
         r = self.runner
-        if r.recorder is not None:
+        if r.recorder is not None and not self.spec.resume_epoch:  # one start per trial
             r._write(r.recorder.append,
                 "trial_start", self.spec.trial_id, parent_id=self.spec.parent_id,
                 hyperparameters=self.spec.hyperparameters, rung=self.spec.rung,
@@ -399,6 +446,7 @@ class _Probe:
 
         class TrialProbe(tf.keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
+                probe.in_fit = True
                 probe.record_start(_iterations(self.model))
 
             def on_epoch_begin(self, epoch, logs=None):
@@ -409,6 +457,7 @@ class _Probe:
                     self.model.stop_training = True
 
             def on_train_end(self, logs=None):
+                probe.in_fit = False
                 probe.iterations_end = _iterations(self.model)
 
         if probe.runner.progress is None:
@@ -439,10 +488,35 @@ def _float_metrics(logs: dict | None) -> dict[str, float]:
     return out
 
 
-def fault_trials() -> frozenset[str]:
-    """Trial ids whose models get NaN weights (test-only fault injection, see module doc)."""
-    raw = os.environ.get(FAULT_ENV, "")
+def fault_trials(env: str = FAULT_ENV) -> frozenset[str]:
+    """Trial ids whose models get NaN weights, or (``RAISE_ENV``) ``<trial id>@<rank>`` that
+    raise (test-only fault injection, see module doc)."""
+    raw = os.environ.get(env, "")
     return frozenset(t.strip() for t in raw.split(",") if t.strip())
+
+
+def _raised_on_every_rank(exc: BaseException) -> bool:
+    from mlpf_tf.checkpoint import CheckpointError
+    from mlpf_tf.train import NonFiniteLossError
+
+    return isinstance(exc, (NonFiniteLossError, CheckpointError))
+
+
+def _raise_callback(trial_id: str, rank: int, epoch: int):
+    import tensorflow as tf
+
+    class RaiseOnThisRank(tf.keras.callbacks.Callback):
+        epoch_index = 0
+
+        def on_epoch_begin(self, index, logs=None):
+            self.epoch_index = index
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0 and self.epoch_index == epoch - 1:
+                raise RuntimeError(f"injected fault: rank {rank} raises in trial {trial_id}'s "
+                                   "training step")
+
+    return RaiseOnThisRank()
 
 
 def _nan_weights_callback():

@@ -110,18 +110,17 @@ def fast_oracle(oracle) -> Any:
     """
     space = oracle.hyperparameters
     space.copy = types.MethodType(_copy_space, space)
-    if type(oracle)._check_consecutive_failures is _BASE_FAILURE_CHECK:  # not overridden
+    if type(oracle)._check_consecutive_failures is _base_failure_check():  # not overridden
         oracle._check_consecutive_failures = types.MethodType(_check_trailing_failures, oracle)
     return oracle
 
 
 def _base_failure_check():
+    # imported when an oracle exists (keras-tuner imports TensorFlow): importing this module
+    # stays light, so the replay's command-line errors come before any heavy import
     from keras_tuner.src.engine.oracle import Oracle
 
     return Oracle._check_consecutive_failures
-
-
-_BASE_FAILURE_CHECK = _base_failure_check()
 
 
 def _copy_space(space):

@@ -576,13 +576,19 @@ def tiny_flagfile(path) -> str:
     return str(path)
 
 
-def pid_of(*needles: str) -> int | None:
+def pid_of(*needles: str, environ: str | None = None) -> int | None:
+    """A process (not horovodrun) whose command line holds ``needles`` and, if given, whose
+    environment holds the entry ``environ`` (e.g. ``HOROVOD_RANK=1``)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
                 cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            if environ is not None:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if environ.encode() not in fh.read().split(b"\0"):
+                        continue
         except OSError:
             continue
         if all(needle in cmdline for needle in needles) and "horovodrun" not in cmdline:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import random
 import secrets
 import tempfile
@@ -39,7 +40,7 @@ import pytest
 from tuners import faults
 from tuners.config import SearchConfig
 from tuners.distributed.chief import Chief, holder_id, worker_tuner_id
-from tuners.distributed.statelog import StateLog
+from tuners.distributed.statelog import StateLog, read_log
 from tuners.distributed.worker import synthetic_objective
 from tuners.oracles import make_oracle
 from tuners.records import read_records
@@ -280,3 +281,58 @@ def test_crash_at_a_fault_point_then_resume(tuner, fault, write, tmp_path):
         assert search.restarts == 1
     if CONFIGS[tuner]["max_trials"]:  # the trial budget is reached in completed trials
         assert sum(s == "COMPLETED" for s in statuses.values()) >= CONFIGS[tuner]["max_trials"]
+
+
+@pytest.mark.parametrize("tuner", ["random", "asha"])
+def test_a_suspend_is_a_logged_decision_and_a_resumed_chief_continues_it_from_the_log(
+        tuner, tmp_path):
+    """The wall-time signal: the chief logs the give-back with an epoch as ``trial_suspend``
+    before it answers (no end, no failure); a chief rebuilt from the run directory without
+    ``trials.jsonl`` finds the trial to continue in the log, hands it out under the same id
+    (a logged hand-out with ``tuner/resume_epoch``), and after another crash leases it again
+    to the worker continuing it; the trial ends once."""
+    run_dir = str(tmp_path)
+    search = Search(tuner, run_dir)
+    a, b, c = (holder_id(worker_tuner_id(n, SID), secrets.token_hex(16)) for n in (0, 1, 2))
+    first = search.call("create_trial", a)
+    trial_id = first["trial_id"]
+    search.call("record", a, trial_id, "trial_start", {"initial_epoch": 0})
+    search.call("record", a, trial_id, "epoch", {"epoch": 1, "metrics": {"val_loss": 0.5}})
+    search.chief.wind_down()
+    assert search.call("update_trial", a, trial_id, {"val_loss": 0.5}, step=1)["wind_down"]
+    with pytest.raises(ValueError, match=f"epoch 7 is outside trial {trial_id}'s epochs"):
+        search.call("give_back", a, trial_id, epoch=7)
+    with pytest.raises(ValueError, match="event 'trial_suspend' is not one of"):
+        search.call("record", a, trial_id, "trial_suspend", {"epoch": 1})
+    assert search.call("give_back", a, trial_id, epoch=1) == {"accepted": True}
+    entry = read_log(search.chief.log.path)[0][-1]  # on disk (the call's one sync)
+    assert (entry["kind"], entry["holder"], entry["record"]["event"], entry["record"]["epoch"],
+            entry["record"]["reason"]) == ("record", a, "trial_suspend", 1, "wall_time")
+    assert search.call("create_trial", b) == {"status": "STOPPED"}  # no new work
+    assert search.chief.suspended() and not search.chief.finished()
+    assert search.chief.counts["failed"] == 0 and search.chief._consecutive_failures == 0
+
+    os.remove(os.path.join(run_dir, "trials.jsonl"))  # the log alone says what to continue
+    search.crashed()
+    assert search.chief._continues == [{"trial_id": trial_id, "epoch": 1}]
+    assert len(search.chief.leases) == 0 and search.chief._reissues == []
+    again = search.call("create_trial", c)
+    assert (again["trial_id"], again["values"]["tuner/resume_epoch"]) == (trial_id, 1)
+    entry = read_log(search.chief.log.path)[0][-1]
+    assert (entry["kind"], entry["holder"], entry["values"]["tuner/resume_epoch"]) == (
+        "create", c, 1)
+    search.crashed()  # after the continuing hand-out: the log leases it to c again
+    assert search.chief._continues == [] and search.chief.leases.held_by(c)[0].trial_id == \
+        trial_id
+    last_epoch = int(again["values"].get("tuner/epochs", search.cfg.max_epochs))
+    search.call("record", c, trial_id, "epoch", {"epoch": last_epoch,
+                                                  "metrics": {"val_loss": 0.25}})
+    search.call("record", c, trial_id, "trial_end",
+                {"status": "COMPLETED", "metrics": {"val_loss": 0.25}, "epochs": last_epoch})
+    assert search.call("end_trial", c, trial_id, "COMPLETED") == {"accepted": True}
+    search.chief.stop()
+    mine = [(r["event"], r.get("epoch"), r.get("status")) for r in
+            read_records(os.path.join(run_dir, "trials.jsonl")) if r["trial_id"] == trial_id]
+    assert mine == [("trial_start", None, None), ("epoch", 1, None), ("trial_suspend", 1, None),
+                    ("epoch", last_epoch, None), ("trial_end", None, "COMPLETED")]
+    assert search.chief.oracle.trials[trial_id].status == "COMPLETED"

@@ -401,3 +401,122 @@ def test_comparison_searches_spend_the_budget_and_stop_on_nothing_else(tmp_path,
     used = budget.used()
     assert cfg.node_hour_budget <= used < cfg.node_hour_budget + trial_seconds / 3600
     assert len(search.trials_run) == math.ceil(cfg.node_hour_budget * 3600 / trial_seconds)
+
+
+def test_wall_time_signal_suspends_the_trial_and_a_resumed_search_continues_it(tmp_path):
+    """A real chief on loopback and the tuner with its ChiefClient: the chief's wind-down
+    (SIGUSR1) during epoch 1 suspends trial 0 after that epoch (checkpointed, given back, no
+    trial_end); a resumed chief hands it out again and it trains epochs 2 and 3 only, from its
+    own checkpoint, with no second trial_start."""
+    import io
+    import threading
+
+    from tuners.distributed.chief import Chief
+    from tuners.distributed.worker import ChiefClient, RemoteRecorder
+
+    cfg = SearchConfig(tuner="random", max_trials=2, max_epochs=3, min_epochs=1, seed=4)
+    run_dir = tmp_path / "run"
+
+    def search(resume: bool, trainer, wind_down_at: int | None):
+        chief = Chief(make_oracle(cfg, reduced_space()), search_id="wt", run_dir=str(run_dir),
+                      resume=resume, lease_timeout=30.0, progress_interval=0,
+                      out=io.StringIO())
+        port = chief.start("127.0.0.1:0")
+        outcome = []
+        server = threading.Thread(target=lambda: outcome.append(chief.serve(tick=0.05,
+                                                                            drain=1.0)))
+        server.start()
+        client = ChiefClient(f"127.0.0.1:{port}", 0, "wt", secret=chief.secret,
+                             heartbeat_interval=0.2, retry_for=10)
+        update = client.update_trial
+
+        def update_then_signal(trial_id, metrics, step=0):
+            if step == wind_down_at:
+                chief.wind_down()  # as SIGUSR1 does; the reply to this update says so
+            return update(trial_id, metrics, step)
+
+        client.update_trial = update_then_signal
+        runner = TrialRunner(DataConfig(), ModelConfig(), TrainConfig(), run_dir=str(run_dir),
+                             context=distributed.LOCAL,
+                             recorder=RemoteRecorder(client),
+                             tensorboard=False, default_epochs=3, train_fn=trainer)
+        tuner = HorovodTuner(client, runner, directory=str(run_dir),
+                             context=distributed.LOCAL, tuner_id=client.tuner_id)
+        try:
+            tuner.search()
+        finally:
+            client.close()
+            server.join(30)
+        return tuner, outcome, chief
+
+    first = FakeTrainer()
+    tuner, outcome, chief = search(False, first, wind_down_at=1)
+    assert outcome == ["suspended"]
+    assert tuner.trials_run == [("0", "SUSPENDED")]
+    before = list(read_records(run_dir / "trials.jsonl"))
+    assert [(r["event"], r.get("epoch")) for r in before] == [
+        ("trial_start", None), ("epoch", 1), ("trial_suspend", 1)]
+    with open(run_dir / "trials" / "0" / CHECKPOINT_SUBDIR / "latest") as fh:
+        assert fh.read().strip() == "epoch-0001"  # checkpointed at the stop
+
+    os.remove(run_dir / "trials.jsonl")  # the state log is the truth: resume rewrites it
+    second = FakeTrainer()
+    tuner, outcome, chief = search(True, second, wind_down_at=None)
+    assert outcome == ["finished"]
+    assert [(t, s) for t, s in tuner.trials_run] == [("0", "COMPLETED"), ("1", "COMPLETED")]
+    assert second.calls[0] == ("0", 1, 3, str(run_dir / "trials" / "0" / CHECKPOINT_SUBDIR))
+    after = list(read_records(run_dir / "trials.jsonl"))[len(before):]
+    assert [(r["event"], r.get("epoch")) for r in after if r["trial_id"] == "0"] == [
+        ("epoch", 2), ("epoch", 3), ("trial_end", None)]
+    end = next(r for r in after if r["event"] == "trial_end" and r["trial_id"] == "0")
+    assert end["status"] == "COMPLETED" and end["epochs"] == 3 and end["initial_epoch"] == 0
+    assert chief.oracle.trials["0"].status == "COMPLETED"
+
+
+def test_a_failure_on_one_rank_during_training_ends_the_group_instead_of_agreeing(
+        tmp_path, monkeypatch):
+    """In a group of 2, a rank whose training raises (other ranks may wait in the step's
+    allreduce) ends the group through distributed.abort_group instead of entering the outcome
+    allgather; a NonFiniteLossError (every rank raises it together) is agreed on as before,
+    and so is an error before training starts."""
+    from tuners.trial_runner import RAISE_ENV, TrialSpec
+
+    class Aborted(Exception):
+        pass
+
+    aborts = []
+
+    def abort_group(message, ctx=None):
+        aborts.append((message, ctx.rank))
+        raise Aborted
+
+    monkeypatch.setattr(distributed, "abort_group", abort_group)
+    ctx = distributed.Context(rank=1, size=2, enabled=True)
+
+    class RaisingTrainer(FakeTrainer):
+        def __call__(self, *args, callbacks, **kwargs):
+            for cb in callbacks:  # what model.fit does before the first step
+                cb.set_model(_Model(0))
+                cb.on_train_begin()
+            for cb in callbacks:
+                cb.on_epoch_begin(0)
+                cb.on_train_batch_begin(0)
+
+    def run(trainer, trial_id="0", lr=0.01):
+        runner = TrialRunner(DataConfig(), ModelConfig(), TrainConfig(), run_dir=str(tmp_path),
+                             context=ctx, tensorboard=False, default_epochs=2,
+                             train_fn=trainer)
+        return runner.run(TrialSpec.from_values(trial_id, {"lr": lr}, default_epochs=2))
+
+    monkeypatch.setenv(RAISE_ENV, "0@1,1@0")
+    with pytest.raises(Aborted):
+        run(RaisingTrainer())
+    assert aborts == [("trial 0 failed on this rank alone: RuntimeError: injected fault: rank "
+                       "1 raises in trial 0's training step", 1)]
+    outcome = run(RaisingTrainer(), trial_id="1")  # injected on rank 0 only: nothing raised
+    assert outcome.status == "FAILED" and outcome.error == "no val_loss was reported"
+    outcome = run(FakeTrainer(fail_trials={"2"}), trial_id="2")
+    assert outcome.status == "FAILED" and outcome.error.startswith("NonFiniteLossError: ")
+    outcome = run(FakeTrainer(), trial_id="3", lr="not a number")
+    assert outcome.status == "FAILED"
+    assert len(aborts) == 1

@@ -100,6 +100,29 @@ def test_resume_checks_initial_epoch_and_keeps_checkpoints(tmp_path):
     assert (done.history, done.epochs_done) == ([], 3)
 
 
+def test_an_early_stop_is_checkpointed_between_checkpoint_epochs(tmp_path):
+    """A trial stopped after epoch 2 (the wall-time signal, an oracle stop) keeps a checkpoint
+    of epoch 2 even when --train.checkpoint_every_epochs=0 saves only the last epoch, so it can
+    continue from there; a run that is not stopped still saves only at the end."""
+
+    class StopAfter(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == 2:
+                self.model.stop_training = True
+
+    cfg = TrainConfig(epochs=4, batch_size=4, lr=0.01, checkpoint_every_epochs=0)
+    run = str(tmp_path / "run")
+    stopped = train(None, None, cfg, run_dir=run, datasets=make_datasets(),
+                    model_builder=tiny_builder, callbacks=[StopAfter()])
+    assert stopped.checkpoint == os.path.join(run, "checkpoints", "epoch-0002")
+    assert ckpt.read_metadata(os.path.join(run, "checkpoints"))["epoch"] == 2
+    resumed = train(None, None, cfg, run_dir=run, datasets=make_datasets(),
+                    model_builder=tiny_builder, resume_from=os.path.join(run, "checkpoints"))
+    assert (resumed.initial_epoch, resumed.epochs_done) == (2, 4)
+    assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == [
+        "epoch-0002", "epoch-0004", "latest"]
+
+
 def test_same_seed_same_trial_twice_in_one_process():
     cfg = TrainConfig(epochs=2, batch_size=4, lr=0.05, optimizer="sgd", momentum=0.9, seed=11)
     a = train(None, None, cfg, datasets=make_datasets(shuffle_seed=1), model_builder=tiny_builder)

@@ -43,6 +43,14 @@ RUNNING forever and the chief never exits. :class:`Chief` wraps the same oracle 
   appended from the log after each durable append (and rewritten from it on resume). A
   trial that ends without a worker's ``trial_end`` gets one from the chief, so every ended
   trial has exactly one;
+- the wall-time signal (SIGUSR1 before a SLURM job's time limit, :meth:`Chief.wind_down`):
+  no new trials; heartbeat and update replies say ``wind_down``, workers checkpoint their
+  trial after the current epoch and give it back with that epoch (``GiveBack`` with
+  ``epoch``). The chief logs a ``trial_suspend`` record before it answers -- no end, no
+  failure -- and :meth:`Chief.serve` returns "suspended" once nothing runs (the log is
+  durable; the launcher exits 0). A suspended trial is continued under its id (values with
+  ``tuner/resume_epoch``, logged as a hand-out) by the next worker of this chief or of a
+  resumed one, which finds the trials whose last log entry is a suspend;
 - resume: started on a run directory with a log it replays it: the oracle reloads its own
   files (a cache) and is brought in line with the log (ends it missed are applied), trials
   handed out and not ended get a fresh lease held by their old workers (which reconnect) and
@@ -108,6 +116,8 @@ PROJECT_NAME = "keras_tuner"  # the keras-tuner project directory inside the run
 PROGRESS_FILE = "progress.json"
 RESERVED_PREFIX = "tuner/"
 RERUN_KEY = "tuner/rerun_of"  # in a re-issued trial's values: the trial whose values it re-runs
+RESUME_KEY = "tuner/resume_epoch"  # in a suspended trial's values: continue from this epoch
+WORKER_EVENTS = ("trial_start", "epoch", "trial_end")  # the records a worker may send
 
 RUNNING = trial_module.TrialStatus.RUNNING
 IDLE = trial_module.TrialStatus.IDLE
@@ -302,6 +312,8 @@ class Chief:
         self._told_stopped: set[str] = set()
         self._standby: dict[str, float] = {}
         self._oracle_stopped = False
+        self._winding = threading.Event()  # the wall-time signal came: suspend, then exit
+        self._continues: list[dict[str, Any]] = []  # suspended trials to continue
         self.aborted: str | None = None
         self._started = clock()
         self._last_call = clock()
@@ -369,12 +381,16 @@ class Chief:
           reconnect; else the lease expires and they are re-issued);
         - trials running in the oracle that the log never handed out (the chief died between
           the oracle's decision and the log) are ended FAILED and their values re-issued;
+        - trials whose last entry is a ``trial_suspend`` (given back at the wall-time signal)
+          are held by nobody: they wait, in log order, to be continued under their id from
+          the logged epoch;
         - the re-issue queue is every trial ended for a lost worker whose values no later
           trial re-runs (``tuner/rerun_of``); counts, best, node-hours and the failure run
-          follow from the logged ends.
+          follow from the logged ends (and suspends, for node-hours).
         """
         entries = self.log.entries
         created: dict[str, dict[str, Any]] = {}
+        suspended = _suspended(entries)
         for entry in entries:
             if entry.get("kind") == "create":
                 created[entry["trial_id"]] = entry
@@ -425,6 +441,8 @@ class Chief:
             if trial_id in self._logged_ends:
                 continue
             trial = oracle.trials.get(trial_id)
+            if trial_id in suspended and trial is not None and trial.status == RUNNING:
+                continue  # held by nobody: continued from its epoch (below, in log order)
             lease = self.leases.grant(trial_id, entry["holder"], dict(entry["values"]))
             if trial is not None and trial.status == RUNNING:
                 oracle.ongoing_trials[entry["holder"]] = trial
@@ -436,6 +454,8 @@ class Chief:
                 continue
             self._requeue(lease, "interrupted by a chief restart "
                                  f"(worker {_worker_number(entry['holder'])})")
+        self._continues = [{"trial_id": t, "epoch": e} for t, e in suspended.items()
+                           if t not in self.leases and t not in self._logged_ends]
         for trial in sorted(oracle.trials.values(), key=lambda t: t.trial_id):
             if trial.status != RUNNING or trial.trial_id in created or \
                     trial.trial_id in self._logged_ends:
@@ -458,11 +478,13 @@ class Chief:
         ends = [self._logged_ends[t][0] for t in self._end_order]
         self.counts["expired"] = sum(1 for r in ends if str(r.get("error") or "").startswith(
             ("lease expired", "no progress")))
-        self._node_hours_past = sum(float(r.get("node_hours") or 0.0) for r in ends)
+        self._node_hours_past = sum(float(r.get("node_hours") or 0.0) for r in ends) + sum(
+            float(e["record"].get("node_hours") or 0.0) for e in entries
+            if e.get("kind") == "record" and e["record"]["event"] == "trial_suspend")
         self._say(f"resumed search {self.search_id}: {self.counts['completed']} completed, "
                   f"{self.counts['failed']} failed, {len(self.leases)} running "
                   f"(leased to their workers for {self.leases.timeout:g} s), "
-                  f"{len(self._reissues)} to re-issue")
+                  f"{len(self._reissues)} to re-issue, {len(self._continues)} to continue")
 
     def _append(self, *entries: dict[str, Any]) -> None:
         """Append ``entries`` to the state log (in order; on disk before the call that made
@@ -575,7 +597,7 @@ class Chief:
             lost = trial_id is not None and str(trial_id) not in held
             if progress is not None and not lost and trial_id is not None:
                 self.leases.advance(str(trial_id), int(progress))
-            return {"leases": held, "lost": lost}
+            return {"leases": held, "lost": lost, "wind_down": self._winding.is_set()}
 
     @_committed
     def create_trial(self, worker: str) -> dict[str, Any]:
@@ -586,6 +608,11 @@ class Chief:
             if held:  # a retried call whose reply was lost: the same trial again
                 held[0].renewed = self.clock()
                 return self._running(held[0])
+            if self._winding.is_set():  # the wall-time signal: no new work in this job
+                self._told_stopped.add(worker)
+                return {"status": STOPPED}
+            if self.aborted is None and self._continues:
+                return self._running(self._continue(worker))
             if self.aborted is None and self._reissues and not self.oracle._retry_queue:
                 return self._running(self._reissue(worker))
             if self.aborted is None and not self._oracle_stopped:
@@ -627,7 +654,7 @@ class Chief:
                 trial = self.oracle.update_trial(str(trial_id), metrics, step=step)
             lease.metrics, lease.step = metrics, int(step)
             lease.progressed = self.clock()  # an epoch reported is progress
-            return {"status": trial.status}
+            return {"status": trial.status, "wind_down": self._winding.is_set()}
 
     def record(self, worker: str, trial_id: str, event: str,
                fields: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -647,6 +674,8 @@ class Chief:
 
     def _record(self, worker: str, trial_id: str, event: str,
                 fields: dict[str, Any] | None) -> dict[str, Any]:
+        if event not in WORKER_EVENTS:  # a suspend is the chief's, through GiveBack
+            raise ValueError(f"Record: event {event!r} is not one of {WORKER_EVENTS}")
         fields = dict(fields or {})
         with self._lock:
             self._seen(worker)
@@ -713,9 +742,14 @@ class Chief:
             return {"end": end, "next": self.create_trial(worker)}
 
     @_committed
-    def give_back(self, worker: str, trial_id: str) -> dict[str, Any]:
+    def give_back(self, worker: str, trial_id: str, epoch: int | None = None) -> dict[str, Any]:
         """A worker returns a trial it was given but will not run (it is stopping): the trial
-        ends FAILED and its values go to the next worker, as after a lease expiry."""
+        ends FAILED and its values go to the next worker, as after a lease expiry.
+
+        With ``epoch`` (the wall-time signal: the worker checkpointed the running trial after
+        that many epochs) the trial does not end: it is suspended (a ``trial_suspend``
+        record) and the next worker to ask, in this job or a resumed one, continues it under
+        the same id from that epoch. Neither is a failure."""
         trial_id = str(trial_id)
         with self._lock:
             self._seen(worker)
@@ -723,8 +757,19 @@ class Chief:
             if lease is None or lease.worker != worker:
                 return {"accepted": False,
                         "reason": f"trial {trial_id} is not leased to {worker}"}
+            if epoch is not None:
+                values = lease.values
+                first = max(int(values.get("tuner/initial_epoch", 0) or 0),
+                            int(values.get(RESUME_KEY, 0) or 0))
+                last = int(values.get("tuner/epochs", self.default_epochs) or 0)
+                if not first <= int(epoch) <= last:
+                    raise ValueError(f"give_back: epoch {epoch} is outside trial {trial_id}'s "
+                                     "epochs")
             self.leases.release(trial_id)
             self._node_hours_ended += self._lease_node_hours(lease)
+            if epoch is not None:
+                self._suspend(lease, worker, int(epoch))
+                return {"accepted": True}
             self._requeue(lease, f"returned unstarted (worker {_worker_number(worker)})")
             self._say(f"trial {trial_id}: returned unstarted by worker "
                       f"{_worker_number(worker)}; its values go to the next worker")
@@ -744,6 +789,43 @@ class Chief:
         if self.budget is not None:
             return self.budget.spent()
         return bool(self.node_hour_budget) and self.node_hours_used() >= self.node_hour_budget
+
+    def wind_down(self) -> None:
+        """The wall-time signal (SIGUSR1 before the SLURM time limit): no new trials; running
+        trials are checkpointed at the end of their current epoch and given back (heartbeat
+        and update replies carry ``wind_down``); :meth:`serve` returns "suspended" once none
+        runs. Only sets a flag, so a signal handler may call it."""
+        self._winding.set()
+
+    def _suspend(self, lease: Lease, worker: str, epoch: int) -> None:
+        """Log the ``trial_suspend`` record (durable before :meth:`give_back` answers, like
+        every logged decision), then take the trial from its worker: it stays RUNNING in the
+        oracle, held by nobody, and waits to be continued. A resume finds it in the log."""
+        wall = max(0.0, time.time() - lease.wall_start)
+        self._append({"kind": "record", "holder": worker, "record": make_record(
+            "trial_suspend", lease.trial_id, self.search_id, _worker_number(worker),
+            time.time(), dict(epoch=epoch, reason="wall_time", wall_seconds=wall,
+                              nodes=self.nodes_per_worker, ranks=self.ranks_per_worker,
+                              node_hours=node_hours(wall, self.nodes_per_worker)))})
+        for tuner_id, trial in list(self.oracle.ongoing_trials.items()):
+            if trial.trial_id == lease.trial_id:
+                del self.oracle.ongoing_trials[tuner_id]  # still RUNNING, held by nobody
+        self._continues.append({"trial_id": lease.trial_id, "epoch": epoch})
+        self._say(f"trial {lease.trial_id}: suspended after epoch {epoch} by worker "
+                  f"{_worker_number(worker)}; it continues from there")
+        self._save_soon()
+
+    def _continue(self, worker: str) -> Lease:
+        """Hand a suspended trial (same id) to ``worker``, to continue from its epoch: logged
+        as a hand-out whose values carry ``tuner/resume_epoch``, then leased."""
+        item = self._continues.pop(0)
+        trial = self.oracle.trials[item["trial_id"]]
+        lease = self._hand_out(trial, worker, {**trial.hyperparameters.values,
+                                               RESUME_KEY: int(item["epoch"])})
+        self.oracle.ongoing_trials[worker] = trial
+        self._save_soon()
+        self._say(f"trial {trial.trial_id}: continues from epoch {item['epoch']} on {worker}")
+        return lease
 
     def _reissue(self, worker: str) -> Lease:
         """Create a new oracle trial with the values of a trial whose lease expired."""
@@ -784,10 +866,11 @@ class Chief:
                   f"on {worker}")
         return self._hand_out(trial, worker)
 
-    def _hand_out(self, trial, worker: str) -> Lease:
-        """Log that ``trial`` (just created by the oracle) goes to ``worker``, then lease it.
-        A crash before the log leaves it RUNNING in the oracle only: a resume re-issues it."""
-        values = dict(trial.hyperparameters.values)
+    def _hand_out(self, trial, worker: str, values: dict | None = None) -> Lease:
+        """Log that ``trial`` (just created by the oracle, or a suspended one continued with
+        ``values``) goes to ``worker``, then lease it. A crash before the log leaves a new
+        trial RUNNING in the oracle only: a resume re-issues it."""
+        values = dict(trial.hyperparameters.values if values is None else values)
         self._append({"kind": "create", "trial_id": trial.trial_id, "holder": worker,
                       "values": values})
         return self.leases.grant(trial.trial_id, worker, values)
@@ -929,12 +1012,15 @@ class Chief:
         running = sum(self._lease_node_hours(lease) for lease in self.leases.leases())
         return self._node_hours_past + self._node_hours_ended + running
 
+    def suspended(self) -> bool:
+        """The wall-time signal came and no trial runs any more."""
+        with self._lock:
+            return self._winding.is_set() and not len(self.leases)
+
     def finished(self) -> bool:
         """The oracle has no more trials, nothing runs and nothing waits to be re-issued."""
         with self._lock:
-            stopped = self._oracle_stopped or self.aborted is not None
-            return stopped and not len(self.leases) and not (
-                self._reissues and self.aborted is None)
+            return self._finished_locked()
 
     def progress(self) -> dict[str, Any]:
         used = self.node_hours_used()
@@ -964,7 +1050,8 @@ class Chief:
 
     def _finished_locked(self) -> bool:
         stopped = self._oracle_stopped or self.aborted is not None
-        return stopped and not len(self.leases) and not (self._reissues and self.aborted is None)
+        return stopped and not len(self.leases) and not (
+            (self._reissues or self._continues) and self.aborted is None)
 
     def progress_line(self, info: dict[str, Any]) -> str:
         best = info["best"]
@@ -1066,8 +1153,9 @@ class Chief:
                 if self.progress_interval and now - last_progress >= self.progress_interval:
                     self.report_progress()
                     last_progress = now
-                if self.finished():
-                    outcome = "aborted" if self.aborted else "finished"
+                if self.finished() or self.suspended():
+                    outcome = ("aborted" if self.aborted else "finished" if self.finished()
+                               else "suspended")
                     self._drain(drain if drain is not None else self.leases.timeout, tick)
                     break
                 if self.worker_wait and now - self._last_call > self.worker_wait:
@@ -1115,7 +1203,22 @@ def _replace_file(path: str, text: str) -> None:
 
 
 def _without_rerun(values: dict) -> dict:
-    return {k: v for k, v in values.items() if k != RERUN_KEY}
+    return {k: v for k, v in values.items() if k not in (RERUN_KEY, RESUME_KEY)}
+
+
+def _suspended(entries) -> dict[str, int]:
+    """From the state log: the trials whose last entry is a ``trial_suspend`` (given back at
+    the wall-time signal; neither handed out again nor ended since), {trial id: epoch} in the
+    order they were suspended."""
+    out: dict[str, int] = {}
+    for entry in entries:
+        if entry.get("kind") == "create":
+            out.pop(entry["trial_id"], None)
+        elif entry.get("kind") == "record" and entry["record"]["event"] == "trial_end":
+            out.pop(entry["record"]["trial_id"], None)
+        elif entry.get("kind") == "record" and entry["record"]["event"] == "trial_suspend":
+            out[entry["record"]["trial_id"]] = int(entry["record"]["epoch"])
+    return out
 
 
 def _worker_number(tuner_id: str) -> str:

@@ -21,6 +21,11 @@
   state log and refuses it for a trial the caller no longer holds (its lease expired: the
   chief already ended it FAILED and re-issued its values), so no trial is recorded twice.
   :class:`RemoteRecorder` stands in for a :class:`tuners.records.TrialRecorder`;
+- the SLURM wall-time signal: the chief's heartbeat and update replies say ``wind_down`` once
+  it got SIGUSR1 (or this process did, :meth:`ChiefClient.wind_down_on`); the group then
+  checkpoints the running trial at the end of its current epoch and gives it back with that
+  epoch (:meth:`ChiefClient.suspend`; the chief logs a ``trial_suspend`` record), and the next
+  worker continues it under the same id (its values carry ``tuner/resume_epoch``);
 - one round trip per trial for busy fleets (``prefetch``): ``end_trial`` may carry the trial's
   last metrics, and the same call (``EndAndCreate``) brings the worker's next trial, which
   ``create_trial`` then returns without calling; a worker that stops with such a trial unused
@@ -41,6 +46,7 @@ import os
 import random
 import re
 import secrets
+import signal
 import stat
 import sys
 import threading
@@ -61,6 +67,7 @@ SECRET_KEY = "x-mlpf-secret"
 SESSION_KEY = "x-mlpf-session"
 SECRET_FILE = "chief.secret"
 TRIAL_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+RESUME_KEY = "tuner/resume_epoch"  # must match tuners.distributed.chief.RESUME_KEY
 RUNNING, IDLE, STOPPED = "RUNNING", "IDLE", "STOPPED"
 _RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
@@ -208,6 +215,7 @@ class ChiefClient:
         self._closed = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._last_reply = float("-inf")
+        self.winding_down = threading.Event()  # the wall-time signal: suspend after this epoch
         self.heartbeats_sent = 0
         self._progress_sent = 0
         self.retries = 0
@@ -236,7 +244,10 @@ class ChiefClient:
                 if first_failure is not None:
                     self.log(f"worker {self.worker_id}: chief at {self.address} reachable "
                              f"again after {time.monotonic() - first_failure:.1f} s")
-                return json.loads(reply.decode())
+                answer = json.loads(reply.decode())
+                if isinstance(answer, dict) and answer.get("wind_down"):
+                    self.winding_down.set()
+                return answer
             except (grpc.RpcError, _NoSecretYet) as exc:
                 if isinstance(exc, _NoSecretYet):
                     exc = _NoSecretYet.as_rpc_error(str(exc))
@@ -350,6 +361,23 @@ class ChiefClient:
         """Count training progress (a batch, an epoch); heartbeats carry the counter, and the
         chief fails a trial whose counter stops moving for its ``--stall_timeout``."""
         self.progress += steps
+
+    def suspend(self, trial_id: str, epoch: int) -> bool:
+        """Give the running trial back at the wall-time signal, checkpointed after ``epoch``
+        epochs: the chief keeps it unended and a later worker continues it from there."""
+        trial_id = str(trial_id)
+        with self._lock:
+            if self._current == trial_id:
+                self._current = None
+        reply = self._call("GiveBack", worker=self.tuner_id, trial_id=trial_id, epoch=int(epoch))
+        if not reply["accepted"]:
+            self._mark_lost(trial_id, reply.get("reason", ""))
+        return bool(reply["accepted"])
+
+    def wind_down_on(self, signum: int) -> None:
+        """Treat signal ``signum`` (SIGUSR1 from SLURM) to this process as the wall-time
+        signal too (main thread only)."""
+        signal.signal(signum, lambda *_: self.winding_down.set())
 
     def lease_lost(self, trial_id: str) -> bool:
         return str(trial_id) in self._lost
@@ -478,6 +506,7 @@ class WorkerLog:
     trials: int = 0
     idle_answers: int = 0
     lost: int = 0
+    suspended: int = 0
     error: str | None = None
 
 
@@ -486,15 +515,21 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
                      idle_wait: float = 0.5,
                      deadline: float | None = None, seed: int = 0,
                      epoch_updates: bool = False, clock=time.monotonic,
-                     hang_after_epochs: int | None = None) -> WorkerLog:
+                     hang_after_epochs: int | None = None,
+                     default_epochs: int = 1) -> WorkerLog:
     """Ask for trials until STOPPED; each trial sleeps ``trial_seconds(values)`` seconds.
 
-    Reports the synthetic objective at the trial's last epoch (``tuner/epochs``), or after
-    every epoch when ``epoch_updates`` (the sleep is split evenly); sends ``trial_start`` and
-    ``trial_end`` records to the chief when ``records``.
+    Reports the synthetic objective at the trial's last epoch (``tuner/epochs``, else
+    ``default_epochs`` past ``tuner/initial_epoch``), or after every epoch when
+    ``epoch_updates`` (the sleep is split evenly); sends ``trial_start`` and ``trial_end``
+    records to the chief when ``records``.
     ``deadline`` (clock time) ends the loop and cuts a sleep short. Each epoch advances the
     client's progress counter; ``hang_after_epochs`` (fault tests) makes the main thread
-    block forever after that many epochs while the heartbeat thread goes on.
+    block forever after that many epochs while the heartbeat thread goes on. With
+    ``epoch_updates`` and ``records`` an ``epoch`` record follows each epoch; at the wall-time
+    signal (``client.winding_down``) the trial is given back after the epoch in progress
+    (:meth:`ChiefClient.suspend`), and a trial whose values carry ``tuner/resume_epoch``
+    continues from there (no second ``trial_start``).
     """
     rng = random.Random(seed)
     log = WorkerLog(worker_id=client.worker_id, started=clock())
@@ -510,18 +545,21 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
                 continue
             values = trial.hyperparameters.values
             first = int(values.get("tuner/initial_epoch", 0) or 0)
-            last = int(values.get("tuner/epochs", first + 1) or first + 1)
+            last = int(values.get("tuner/epochs", first + default_epochs)
+                       or first + default_epochs)
+            resume = int(values.get(RESUME_KEY, 0) or 0)  # a suspended trial continues
             seconds = float(trial_seconds(values))
             start_wall = time.time()
-            if recorder is not None:
+            if recorder is not None and not resume:
                 recorder.append("trial_start", trial.trial_id, parent_id=values.get(
                     "tuner/trial_id"), hyperparameters=_searched(values),
                     rung=values.get("tuner/rung"), initial_epoch=first, target_epochs=last,
                     nodes=1.0, ranks=1)
-            epochs = list(range(first + 1, last + 1)) if epoch_updates else [last]
-            status, metrics, last_update = "COMPLETED", {}, None
+            epochs = (list(range(max(first, resume) + 1, last + 1)) if epoch_updates
+                      else [last])
+            status, metrics, last_update, suspended = "COMPLETED", {}, None, False
             for n, epoch in enumerate(epochs, start=1):
-                pause = seconds / len(epochs)
+                pause = seconds / (max(1, last - first) if epoch_updates else 1)
                 if deadline is not None:
                     pause = max(0.0, min(pause, deadline - clock()))
                 slept = clock()
@@ -531,12 +569,22 @@ def run_sleep_worker(client: ChiefClient, *, trial_seconds: Callable[[dict], flo
                 if hang_after_epochs is not None and client.progress >= hang_after_epochs:
                     threading.Event().wait()  # a hung main thread; heartbeats go on
                 metrics = {objective: synthetic_objective(values, epoch, rng)}
+                if recorder is not None and epoch_updates:
+                    recorder.append("epoch", trial.trial_id, epoch=epoch, metrics=metrics,
+                                    wall_seconds=pause, nodes=1.0, ranks=1,
+                                    node_hours=pause / 3600.0)
                 if n == len(epochs) and recorder is None:
                     last_update = metrics  # sent with the end of the trial, in one call
                     break
                 reply = client.update_trial(trial.trial_id, metrics, step=epoch)
                 if reply.status == STOPPED:
                     break
+                if client.winding_down.is_set() and n < len(epochs):
+                    suspended = client.suspend(trial.trial_id, epoch)
+                    break
+            if suspended:
+                log.suspended += 1
+                continue
             if client.lease_lost(trial.trial_id):
                 log.lost += 1
                 continue
@@ -588,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run_dir", default="", help="the search's run directory: read the "
                         "secret there and send trial_start/trial_end records to the chief")
     parser.add_argument("--trial_seconds", type=float, default=0.5)
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="epochs of a trial whose values set no tuner/epochs")
     parser.add_argument("--heartbeat_interval", type=float, default=2.0)
     parser.add_argument("--retry_for", type=float, default=300.0)
     parser.add_argument("--idle_wait", type=float, default=0.5)
@@ -605,12 +655,14 @@ def main(argv: list[str] | None = None) -> int:
                          heartbeat_interval=args.heartbeat_interval, retry_for=args.retry_for,
                          backoff_initial=0.2, backoff_max=2.0, secret_file=secret_file,
                          on_lost=_exit_lost if args.exit_on_lost else None)
+    client.wind_down_on(signal.SIGUSR1)  # SLURM's wall-time signal may come here too
     with client:
         log = run_sleep_worker(client, trial_seconds=lambda values: args.trial_seconds,
                                objective=args.objective, records=bool(args.run_dir),
                                idle_wait=args.idle_wait, seed=int(
                                    "".join(c for c in args.worker_id if c.isdigit()) or 0),
-                               epoch_updates=True, hang_after_epochs=args.hang_after_epochs)
+                               epoch_updates=True, hang_after_epochs=args.hang_after_epochs,
+                               default_epochs=args.epochs)
     print(json.dumps(dataclasses.asdict(log)), flush=True)
     if log.error:
         print(f"worker {args.worker_id}: {log.error}", file=sys.stderr, flush=True)
