@@ -369,6 +369,10 @@ def _measure_chief(tuner: str, directory: str) -> None:
     log = chief.log
     print(f"[chief {tuner}] filled {len(oracle.trials)} trials through the chief in "
           f"{t_fill:.1f} s; state log {log.size / 1e6:.1f} MB, {log.seq} entries")
+    t0 = time.perf_counter()
+    chief.flush(force=True)  # the fill skipped the trial files (and their cached texts)
+    print(f"[chief {tuner}] first snapshot after the fill: {time.perf_counter() - t0:.2f} s")
+    flusher = Flusher(chief)
 
     decide, decisions = oracle.populate_space, []
 
@@ -414,7 +418,51 @@ def _measure_chief(tuner: str, directory: str) -> None:
     print(f"[chief {tuner}] {FLAGS.workers} threads at once, durable: {done} trials in "
           f"{wall:.2f} s = {wall / done * 1e3:.3f} ms wall per trial, "
           f"{(log.fsyncs - fsyncs) / done:.2f} fsyncs per trial (group commit)")
+    flusher.stop()
+    print(f"[chief {tuner}] flushes beside the calls (the serve loop's, every "
+          f"{flusher.tick:g} s): {flusher.snapshots} oracle snapshots, held the chief's lock "
+          f"{_stats(flusher.locked)}; whole flush {_stats(flusher.walls)}")
     chief.stop()
+
+
+class Flusher:
+    """What the chief's serve loop does beside the workers' calls: ``flush()`` every tick
+    (a due oracle snapshot is read under the chief's lock and written after it). Records the
+    wall seconds of each flush that wrote a snapshot, and how long it held the lock."""
+
+    def __init__(self, chief, tick: float = 0.2):
+        self.chief, self.tick = chief, tick
+        self.snapshots, self.walls, self.locked = 0, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        chief, oracle = self.chief, self.chief.oracle
+        parts_of = oracle.snapshot_parts
+
+        def timed_parts():
+            t0 = time.perf_counter()
+            try:
+                return parts_of()
+            finally:
+                self.locked.append(time.perf_counter() - t0)
+
+        oracle.snapshot_parts = timed_parts
+        try:
+            while not self._stop.wait(self.tick):
+                before = len(self.locked)
+                t0 = time.perf_counter()
+                chief.flush()
+                if len(self.locked) > before:
+                    self.snapshots += 1
+                    self.walls.append(time.perf_counter() - t0)
+        finally:
+            del oracle.snapshot_parts
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def nightly_decision_latency_ms(trials: int = 3000, decisions: int = 500, seed: int = 1) -> float:

@@ -179,6 +179,9 @@ class ASHAOracle(LastEpochScore, keras_tuner.Oracle):
         self._shadow: tuple = ((), ())  # ongoing trials and retry queue as last journaled
         self._trial_json: dict[str, str] = {}  # trial id -> its state as JSON (snapshots)
         self._dirty_trials: set[str] = set()
+        # A host that snapshots off its hot path (the chief: snapshot_parts under its lock,
+        # write_snapshot after releasing it) sets this; calls then never write oracle.json.
+        self.background_snapshots = False
 
     @property
     def hyperparameters(self):
@@ -451,7 +454,7 @@ class ASHAOracle(LastEpochScore, keras_tuner.Oracle):
         self._append(record)
         if drift:
             self._shadow = self._shadow_now()
-        if self._ops - self._ops_at_snapshot >= max(self.snapshot_every, len(self.trials)):
+        if not self.background_snapshots and self.snapshot_due():
             self.snapshot()
 
     def save(self):
@@ -463,12 +466,26 @@ class ASHAOracle(LastEpochScore, keras_tuner.Oracle):
         if self._replaying or self._in_op or self._directory is None:
             return
         self._check_drift()
-        if self._journal is not None and \
-                self._ops - self._ops_at_snapshot >= max(self.snapshot_every, len(self.trials)):
+        if not self.background_snapshots and self.snapshot_due():
             self.snapshot()
+
+    def snapshot_due(self, any_change: bool = False) -> bool:
+        """The journal grew by ``max(snapshot_every, number of trials)`` lines since the last
+        snapshot (with ``any_change``: by one line or more)."""
+        grown = self._ops - self._ops_at_snapshot
+        return self._journal is not None and grown >= (
+            1 if any_change else max(self.snapshot_every, len(self.trials)))
 
     def snapshot(self) -> None:
         """Write ``oracle.json``: the whole state and the journal position it covers (atomic)."""
+        self.write_snapshot(self.snapshot_parts())
+
+    def snapshot_parts(self) -> tuple[str, list[str]]:
+        """The part of a snapshot that reads the state (call it under the lock that guards
+        the oracle): the state as JSON without its trials, and the trials' JSON texts. Trials
+        that ended were serialised when they ended (their ``trial.json``); only the others
+        changed since the last snapshot are serialised here. The journal position is taken
+        now: lines appended before :meth:`write_snapshot` runs are replayed after it."""
         writer = self._writer()
         for trial_id in self._dirty_trials:
             self._trial_json[trial_id] = journal.dumps(self.trials[trial_id].get_state())
@@ -477,10 +494,15 @@ class ASHAOracle(LastEpochScore, keras_tuner.Oracle):
         state["journal"] = {"format": journal.FORMAT, "file": JOURNAL_FILE,
                             "journal_id": writer.journal_id, "ops": self._ops,
                             "offset": writer.size}
-        text = journal.dumps(state)
-        text = text[:-1] + ',"trials":[' + ",".join(self._trial_json.values()) + "]}"
-        journal.write_atomic(self._project_path(SNAPSHOT_FILE), text, fsync=self.journal_fsync)
         self._ops_at_snapshot = self._ops
+        return journal.dumps(state), list(self._trial_json.values())
+
+    def write_snapshot(self, parts: tuple[str, list[str]]) -> None:
+        """The part of a snapshot that needs no lock: join the texts of
+        :meth:`snapshot_parts` and replace ``oracle.json`` with them (atomic)."""
+        head, trials = parts
+        text = head[:-1] + ',"trials":[' + ",".join(trials) + "]}"
+        journal.write_atomic(self._project_path(SNAPSHOT_FILE), text, fsync=self.journal_fsync)
 
     def _save_trial(self, trial):
         """Mirror a trial that has ended to ``trial_<id>/trial.json`` (one write per trial).
@@ -497,6 +519,8 @@ class ASHAOracle(LastEpochScore, keras_tuner.Oracle):
             pass
         path = os.path.join(directory, "trial.json")
         text = journal.dumps(trial.get_state())
+        self._trial_json[trial.trial_id] = text  # what the next snapshot holds for it
+        self._dirty_trials.discard(trial.trial_id)
         try:
             with open(path, "x", encoding="utf-8") as fh:  # a new file: no reader yet
                 fh.write(text)
@@ -590,7 +614,7 @@ class ASHAOracle(LastEpochScore, keras_tuner.Oracle):
             return
         self._append({"op": "reload"})
         self._shadow = self._shadow_now()
-        if self._ops - self._ops_at_snapshot >= max(self.snapshot_every, len(self.trials)):
+        if self.snapshot_due():
             self.snapshot()
 
     def _requeue_ongoing(self) -> None:

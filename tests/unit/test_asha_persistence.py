@@ -290,3 +290,62 @@ def test_reissue_with_a_raised_trial_cap_and_failures_replay_exactly(tmp_path):
     assert trials_b == trials_a and state_b["asha"] == state_a["asha"]
     assert sorted(state_b["retry_queue"]) == ["09"]  # the re-run was still running
     assert b.rung_sizes() == a.rung_sizes() == [7, 0, 0, 0]
+
+
+def snapshot_text(directory):
+    return (directory / "p" / SNAPSHOT_FILE).read_text()
+
+
+def test_background_snapshot_is_read_under_the_lock_then_written_and_reloads_exactly(tmp_path):
+    """A host that snapshots off the calls' path (the chief): calls never write oracle.json;
+    ``snapshot_parts`` reads the state (ended trials from the texts cached when they ended),
+    ``write_snapshot`` writes it later, and journal lines appended in between are replayed."""
+    oracle = new_oracle(tmp_path, snapshot_every=25)
+    oracle.background_snapshots = True
+    driver = Driver(oracle, 3, seed=1)
+    first = snapshot_text(tmp_path)  # written when the journal started
+    driver.steps(30)  # 90 journal lines: a snapshot is due, no call wrote one
+    assert oracle.snapshot_due() and snapshot_text(tmp_path) == first
+    parts = oracle.snapshot_parts()
+    assert not oracle.snapshot_due(any_change=True)
+    oracle.write_snapshot(parts)
+    snap = json.loads(snapshot_text(tmp_path))
+    assert snap["journal"]["ops"] == oracle._ops
+    fresh = sorted((json.loads(journal.dumps(t.get_state())) for t in oracle.trials.values()),
+                   key=lambda t: t["trial_id"])
+    assert sorted(snap["trials"], key=lambda t: t["trial_id"]) == fresh
+    driver.steps(3)
+    assert oracle.snapshot_due(any_change=True) and not oracle.snapshot_due()
+    parts = oracle.snapshot_parts()
+    driver.steps(4)  # lines appended between reading and writing
+    oracle.write_snapshot(parts)
+    assert json.loads(snapshot_text(tmp_path))["journal"]["ops"] == oracle._ops - 12
+    again = reloaded(tmp_path)
+    resume_running(again, driver.running)
+    assert comparable(again) == comparable(oracle)
+
+
+def test_the_chief_writes_the_oracle_snapshot_in_its_flush_not_in_the_calls(tmp_path):
+    import io
+
+    from tuners.distributed.chief import PROJECT_NAME, Chief, worker_tuner_id
+
+    oracle = new_oracle(tmp_path, snapshot_every=25)
+    chief = Chief(oracle, search_id="s1", run_dir=str(tmp_path / "run"), progress_interval=0,
+                  out=io.StringIO(), log_fsync=False)
+    assert oracle.background_snapshots
+    path = tmp_path / "run" / PROJECT_NAME / SNAPSHOT_FILE
+    worker = worker_tuner_id(0, "s1")
+    reply = chief.create_trial(worker)
+    first = path.read_text()
+    for n in range(40):  # 3 journal lines per trial: due after 9 trials
+        chief.update_trial(worker, reply["trial_id"], {"val_loss": 1.0 / (n + 1)},
+                           step=reply["values"]["tuner/epochs"])
+        reply = chief.end_and_create(worker, reply["trial_id"], "COMPLETED")["next"]
+    assert oracle.snapshot_due() and path.read_text() == first
+    chief.flush()
+    assert not oracle.snapshot_due()
+    assert json.loads(path.read_text())["journal"]["ops"] == oracle._ops
+    chief.update_trial(worker, reply["trial_id"], {"val_loss": 0.5}, step=1)
+    chief.stop()  # the final flush snapshots whatever the journal gained
+    assert json.loads(path.read_text())["journal"]["ops"] == oracle._ops

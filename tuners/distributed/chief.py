@@ -359,6 +359,8 @@ class Chief:
         # would leave a truncated oracle.json. Their writes go through here instead (instance
         # attributes shadow the methods): atomic, and coalesced when save_interval > 0.
         self._journaled = hasattr(oracle, "journal_fsync") or not self.run_dir
+        if self.run_dir and hasattr(oracle, "background_snapshots"):
+            oracle.background_snapshots = True  # written by flush(), off the calls' path
         self._coalescing = self.save_interval > 0 and not self._journaled
         if not self._journaled:
             oracle.save = self._mark_dirty if self._coalescing else self._write_state_now
@@ -548,21 +550,34 @@ class Chief:
         """
         with self._flush_lock:
             with self._lock:
-                if not (self._dirty or self._dirty_trials):
+                snapshot = self._snapshot_parts(force)
+                if snapshot is None and not (self._dirty or self._dirty_trials):
                     return
-                if not force and self.clock() - self._last_save < self.save_interval:
-                    return
-                trials, self._dirty_trials = self._dirty_trials, {}
-                project = self._project()
-                files = [(os.path.join(project, f"trial_{t.trial_id}", "trial.json"),
-                          json.dumps(t.get_state())) for t in trials.values()]
-                if self._dirty:
-                    files.append((os.path.join(project, "oracle.json"),
-                                  json.dumps(self.oracle.get_state())))
-                self._dirty = False
-                self._last_save = self.clock()
+                files = []
+                if (self._dirty or self._dirty_trials) and (
+                        force or self.clock() - self._last_save >= self.save_interval):
+                    trials, self._dirty_trials = self._dirty_trials, {}
+                    project = self._project()
+                    files = [(os.path.join(project, f"trial_{t.trial_id}", "trial.json"),
+                              json.dumps(t.get_state())) for t in trials.values()]
+                    if self._dirty:
+                        files.append((os.path.join(project, "oracle.json"),
+                                      json.dumps(self.oracle.get_state())))
+                    self._dirty = False
+                    self._last_save = self.clock()
             for path, text in files:
                 _replace_file(path, text)
+            if snapshot is not None:
+                self.oracle.write_snapshot(snapshot)
+
+    def _snapshot_parts(self, force: bool):
+        """A journaled oracle's snapshot, if one is due (or ``force`` and the journal grew):
+        the part that reads its state, taken under the lock; written by :meth:`flush` after
+        releasing it, so no worker's call waits for the serialising and the disk."""
+        oracle = self.oracle
+        if not getattr(oracle, "background_snapshots", False):
+            return None
+        return oracle.snapshot_parts() if oracle.snapshot_due(any_change=force) else None
 
     # --- the calls workers make ---------------------------------------------------------------
 
