@@ -127,8 +127,13 @@ def run_worker(model_cfg, batch_size: int, elements: int, steps: int, epochs: in
     # CPU seconds per wall second of the timed epochs, per rank: well below the thread count
     # means the rank waited (for the other rank, or for cores taken by other processes).
     cpu_share = (cpu_marks[-1] - cpu_marks[0]) / sum(timed)
+    # the step's gradient allreduce alone, after training (ranks meet before each call)
+    allreduce = distributed.time_gradient_allreduce(result.model.trainable_variables, 20, ctx)
     return {"ranks": ctx.size, "epoch_seconds": result.epoch_seconds,
             "step_seconds": epoch_s / steps,
+            "allreduce_seconds": statistics.median(allreduce) if allreduce else 0.0,
+            "gradient_mb": sum(v.shape.num_elements() * v.dtype.size
+                               for v in result.model.trainable_variables) / 1e6,
             "events_per_s": ctx.size * batch_size * steps / epoch_s,
             "cpu_share": distributed.allgather_object(cpu_share, ctx),
             "final_loss": result.history[-1]["loss"]}
@@ -197,6 +202,8 @@ def measure(model_cfg=None, *, ranks: int = 2, batch_size: int = 4, elements: in
         "step_seconds_1": best[1]["step_seconds"],
         f"step_seconds_{ranks}": best[ranks]["step_seconds"],
         "cpu_share_1": best[1]["cpu_share"],
+        "allreduce_seconds": best[ranks]["allreduce_seconds"],
+        "gradient_mb": best[ranks]["gradient_mb"],
         f"cpu_share_{ranks}": best[ranks]["cpu_share"],
         "load_average": os.getloadavg(),
         "all_events_per_s_1": [r["events_per_s"] for r in runs[1]],
@@ -246,6 +253,11 @@ def main(argv) -> None:
           f"{', '.join(f'{v:.2f}' for v in r['cpu_share_1'])}; {n} ranks "
           f"{', '.join(f'{v:.2f}' for v in r[f'cpu_share_{n}'])}; load average "
           f"{', '.join(f'{v:.1f}' for v in r['load_average'])} on {r['cores']} cores")
+    step_n = r[f"step_seconds_{n}"]
+    print(f"gradient allreduce ({r['gradient_mb']:.2f} MB float32, {n} ranks, timed alone "
+          f"after training, median of 20): {r['allreduce_seconds'] * 1e3:.2f} ms = "
+          f"{r['allreduce_seconds'] / step_n:.1%} of the {n}-rank step; the step's excess over "
+          f"1 rank: {(step_n - r['step_seconds_1']) * 1e3:.1f} ms")
     print(f"efficiency = throughput({n}) / ({n} x throughput(1)) = {r['efficiency']:.1%} "
           f"(goal >= {GOAL:.0%}: {'met' if r['goal_met'] else 'NOT met'})")
     if FLAGS.output:

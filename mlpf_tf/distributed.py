@@ -261,6 +261,30 @@ def barrier(ctx: Context | None = None) -> None:
     allreduce_sum(0.0, ctx)
 
 
+def time_gradient_allreduce(variables: Iterable, repeats: int = 20,
+                            ctx: Context | None = None) -> list[float]:
+    """Wall seconds of the training step's gradient allreduce (the flat per-dtype buffers of
+    :func:`distributed_optimizer`) for tensors shaped like ``variables``, ``repeats`` times
+    after one warm-up call; the ranks meet at a barrier before each call, so waiting for a
+    slower rank is not counted. Empty with one rank (no collective)."""
+    if not _collective(ctx):
+        return []
+    import time
+
+    import tensorflow as tf
+
+    grads = [tf.zeros_like(v) for v in variables]
+    average = tf.function(lambda: _average_flat(grads, _hvd))
+    average()
+    seconds = []
+    for _ in range(repeats):
+        barrier(ctx)
+        t0 = time.perf_counter()
+        average()
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
 def scaled_lr(lr: float, rule: str, size: int) -> float:
     """Learning rate for ``size`` ranks: ``linear`` (lr * size), ``sqrt`` or ``none``."""
     if rule == "linear":
@@ -276,4 +300,5 @@ __all__: Sequence[str] = (
     "Context", "LOCAL", "init", "current", "distributed_optimizer", "broadcast_variables",
     "broadcast_callback", "metric_average_callback", "broadcast_object", "allgather_object",
     "allreduce_mean", "allreduce_min", "allreduce_sum", "barrier", "scaled_lr", "abort_group",
+    "time_gradient_allreduce",
 )

@@ -246,3 +246,14 @@ def test_real_model_one_step_two_ranks_equals_double_batch(ctx, shared_dir):
     assert max_diff(both[0], both[1]) == 0.0
     losses = distributed.allgather_object(dist.history[0]["loss"])
     assert losses[0] == losses[1] == pytest.approx(ref.history[0]["loss"], rel=1e-5)
+
+
+@pytest.mark.timeout(120)
+def test_gradient_allreduce_timing_is_one_positive_time_per_call_on_each_rank(ctx):
+    """``benchmark.weak_scaling``'s allreduce figure: the flat per-dtype average of tensors
+    shaped like the variables, timed per call; no collective (no figure) with one rank."""
+    variables = [tf.Variable(tf.ones([30, 40])), tf.Variable(tf.ones([50]))]
+    seconds = distributed.time_gradient_allreduce(variables, 5, ctx)
+    assert len(seconds) == 5 and all(0.0 < s < 10.0 for s in seconds), seconds
+    assert distributed.allgather_object(len(seconds), ctx) == [5] * ctx.size
+    assert distributed.time_gradient_allreduce(variables, 5, distributed.LOCAL) == []
