@@ -41,6 +41,7 @@ directory goes (default: a temporary directory; it must be on the disk you care 
 
 from __future__ import annotations
 
+import gc
 import heapq
 import os
 import random
@@ -373,6 +374,7 @@ def _measure_chief(tuner: str, directory: str) -> None:
     chief.flush(force=True)  # the fill skipped the trial files (and their cached texts)
     print(f"[chief {tuner}] first snapshot after the fill: {time.perf_counter() - t0:.2f} s")
     flusher = Flusher(chief)
+    pauses = GcPauses()
 
     decide, decisions = oracle.populate_space, []
 
@@ -419,10 +421,32 @@ def _measure_chief(tuner: str, directory: str) -> None:
           f"{wall:.2f} s = {wall / done * 1e3:.3f} ms wall per trial, "
           f"{(log.fsyncs - fsyncs) / done:.2f} fsyncs per trial (group commit)")
     flusher.stop()
+    pauses.stop()
+    print(f"[chief {tuner}] Python's cyclic garbage collector during the timed calls: "
+          + "; ".join(f"generation {g}: {_stats(pauses.seconds[g])}" for g in (0, 1, 2)))
     print(f"[chief {tuner}] flushes beside the calls (the serve loop's, every "
           f"{flusher.tick:g} s): {flusher.snapshots} oracle snapshots, held the chief's lock "
           f"{_stats(flusher.locked)}; whole flush {_stats(flusher.walls)}")
     chief.stop()
+
+
+class GcPauses:
+    """Wall seconds of every cyclic garbage collection (they stop all threads), by
+    generation, from construction to :meth:`stop`."""
+
+    def __init__(self):
+        self.seconds: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._t0 = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.seconds[info["generation"]].append(time.perf_counter() - self._t0)
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._callback)
 
 
 class Flusher:
