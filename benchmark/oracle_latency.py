@@ -373,6 +373,16 @@ def _measure_chief(tuner: str, directory: str) -> None:
     t0 = time.perf_counter()
     chief.flush(force=True)  # the fill skipped the trial files (and their cached texts)
     print(f"[chief {tuner}] first snapshot after the fill: {time.perf_counter() - t0:.2f} s")
+    t0 = time.perf_counter()
+    gc.collect()
+    full = time.perf_counter() - t0
+    gc.freeze()
+    t0 = time.perf_counter()
+    gc.collect()
+    frozen = time.perf_counter() - t0
+    gc.unfreeze()  # the serve loop's freeze_heap (below) freezes it again
+    print(f"[chief {tuner}] a full garbage collection of the filled chief: {full * 1e3:.1f} ms; "
+          f"after gc.freeze (Chief.freeze_heap): {frozen * 1e3:.2f} ms")
     flusher = Flusher(chief)
     pauses = GcPauses()
 
@@ -451,7 +461,8 @@ class GcPauses:
 
 class Flusher:
     """What the chief's serve loop does beside the workers' calls: ``flush()`` every tick
-    (a due oracle snapshot is read under the chief's lock and written after it). Records the
+    (a due oracle snapshot is read under the chief's lock and written after it) and
+    ``freeze_heap()`` (every 30 s, and at the first tick: the filled state). Records the
     wall seconds of each flush that wrote a snapshot, and how long it held the lock."""
 
     def __init__(self, chief, tick: float = 0.2):
@@ -478,6 +489,7 @@ class Flusher:
                 before = len(self.locked)
                 t0 = time.perf_counter()
                 chief.flush()
+                chief.freeze_heap()
                 if len(self.locked) > before:
                     self.snapshots += 1
                     self.walls.append(time.perf_counter() - t0)
