@@ -462,7 +462,8 @@ class GcPauses:
 class Flusher:
     """What the chief's serve loop does beside the workers' calls: ``flush()`` every tick
     (a due oracle snapshot is read under the chief's lock and written after it) and
-    ``freeze_heap()`` (every 30 s, and at the first tick: the filled state). Records the
+    ``freeze_heap()`` (every 30 s or 50 ended trials, and at the first tick: the filled
+    state). Records the
     wall seconds of each flush that wrote a snapshot, and how long it held the lock."""
 
     def __init__(self, chief, tick: float = 0.2):
