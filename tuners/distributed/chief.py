@@ -73,9 +73,9 @@ Saving: keras-tuner's stock oracles write ``oracle.json`` and a ``trial.json`` o
 writes to at most one round per interval (plus one after a lease expiry and at the end), for
 fleets of hundreds of workers with short trials. Oracles that journal their own state
 (:mod:`tuners.asha`) keep their journal line per call; their compacted snapshot
-(``oracle.json``, tens of MB at 10,000 trials) is taken off the calls' path: the serve loop's
-:meth:`Chief.flush` reads it under the lock when one is due (trials that ended were
-serialised when they ended) and writes it after releasing the lock.
+(``oracle.json``, tens of MB at 10,000 trials) is mostly taken off the calls' path: the serve
+loop's :meth:`Chief.flush` reads the state under the lock when one is due (trials that ended
+were serialised when they ended) and joins and writes the file after releasing the lock.
 """
 
 from __future__ import annotations
@@ -586,7 +586,7 @@ class Chief:
         grows with the search (0.86 s at 10,000 ASHA trials, ``benchmark.oracle_latency``);
         with it a collection walks what the last few trials left. Objects freed by reference
         counting are freed as ever; a reference cycle that became garbage only after a freeze
-        is not reclaimed (a small leak: the chief's calls make their garbage young)."""
+        is not reclaimed (a leak, not measured; the chief's calls make their garbage young)."""
         now = self.clock()
         ended = len(self._end_order)
         if now - self._last_freeze >= interval or ended - self._ends_at_freeze >= trials:
@@ -596,7 +596,9 @@ class Chief:
     def _snapshot_parts(self, force: bool):
         """A journaled oracle's snapshot, if one is due (or ``force`` and the journal grew):
         the part that reads its state, taken under the lock; written by :meth:`flush` after
-        releasing it, so no worker's call waits for the serialising and the disk."""
+        releasing it. Calls wait only for the state without its trials to be serialised
+        (about 1.3 MB of JSON, 30-75 ms at 10,000 trials); the trials' texts were cached when
+        they ended, and joining them and the disk write happen outside the lock."""
         oracle = self.oracle
         if not getattr(oracle, "background_snapshots", False):
             return None
