@@ -36,7 +36,11 @@ returns. Filled to ``--trials`` trials (log not forced while filling), then for
 ride with the next forced write: two ``fsync`` per trial), the same without forcing the log, and ``--workers`` threads calling at once (group commit: concurrent calls
 share an ``fsync``; wall time per trial and fsyncs per trial). ``--chief_dir``: where the run
 directory goes (default: a temporary directory; it must be on the disk you care about, not a
-``tmpfs``). A bare ``fsync`` of one appended line on that disk is timed first.
+``tmpfs``). A bare ``fsync`` of one appended line on that disk is timed first. Beside the timed
+calls a thread does what the chief's serve loop does every 0.2 s (``flush``, which writes a due
+oracle snapshot, and ``freeze_heap``); printed: how long each snapshot held the chief's lock,
+the garbage collector's pauses by generation during the calls, and what one full collection of
+the filled chief costs with and without ``gc.freeze``.
 """
 
 from __future__ import annotations
