@@ -164,12 +164,12 @@ class SlurmJob:
         """The chief command, then one worker-group command per node."""
         common = [*self.accounting_flags(), f"--search_id={self.search_job}",
                   f"--chief_address={self.chief_address}", *run_args]
-        chief = ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={self.hosts[0]}", "--overlap",
-                 "--cpus-per-task=1", self.python, "-m", "benchmark.run", "--role=chief",
-                 *common]
+        srun = ["srun", "--nodes=1", "--ntasks=1", f"--nodelist={self.hosts[0]}", "--overlap",
+                "--cpus-per-task=1"]
         if self.signal_lead:
             # SIGUSR1 to the chief this long before the time limit: suspend and save
-            chief.insert(6, f"--signal=USR1@{self.signal_lead}")
+            srun.append(f"--signal=USR1@{self.signal_lead}")
+        chief = [*srun, self.python, "-m", "benchmark.run", "--role=chief", *common]
         if self.resumes:
             chief.append("--resume")
         out = [chief]

@@ -163,14 +163,16 @@ class HorovodTuner(base_tuner.BaseTuner):
                 continue
             trial = self._trial_from_message(message)
             self.on_trial_begin(trial)
-            outcome = self._run_in_lockstep(trial)
+            spec = TrialSpec.from_values(trial.trial_id, trial.hyperparameters.values,
+                                         default_epochs=self.runner.default_epochs)
+            outcome = self._run_in_lockstep(spec)
             if outcome is None:  # suspended at the wall-time signal: given back, not ended
                 self.trials_run.append((trial.trial_id, "SUSPENDED"))
                 continue
             trial.status = outcome.status
             trial.message = outcome.error
             self.node_hours_used += outcome.node_hours
-            self.epochs_used += max(0, outcome.epochs - _start_epoch(trial))
+            self.epochs_used += max(0, outcome.epochs - spec.start_epoch)
             self.trials_run.append((trial.trial_id, outcome.status))
             self.on_trial_end(trial)
         self.on_search_end()
@@ -216,10 +218,8 @@ class HorovodTuner(base_tuner.BaseTuner):
         return trial_module.Trial(hyperparameters=hp, trial_id=message["trial_id"],
                                   status=TrialStatus.RUNNING)
 
-    def _run_in_lockstep(self, trial: trial_module.Trial) -> TrialOutcome | None:
+    def _run_in_lockstep(self, spec: TrialSpec) -> TrialOutcome | None:
         """The agreed outcome; None if the trial was suspended (and given back)."""
-        spec = TrialSpec.from_values(trial.trial_id, trial.hyperparameters.values,
-                                     default_epochs=self.runner.default_epochs)
         self._suspend_at = None
         outcome = self.runner.run(spec, report_epoch=self._epoch_reporter(spec))
         outcome = self._agree(outcome)
@@ -286,11 +286,6 @@ class HorovodTuner(base_tuner.BaseTuner):
     def load_model(self, trial):
         """The model of ``trial`` with the weights of its last checkpoint."""
         return self.runner.load_model(trial.trial_id, trial.hyperparameters.values)
-
-
-def _start_epoch(trial) -> int:
-    values = trial.hyperparameters.values
-    return int(values.get("tuner/resume_epoch", 0) or values.get("tuner/initial_epoch", 0) or 0)
 
 
 def _describe(exc: BaseException) -> str:

@@ -37,6 +37,8 @@ from mlpf_tf.configbase import append_line
 
 SCHEMA_VERSION = 1
 EVENTS = ("trial_start", "epoch", "trial_end", "trial_suspend")
+#: in the values the chief hands out for a suspended trial: continue it from this epoch
+RESUME_KEY = "tuner/resume_epoch"
 STATUSES = ("COMPLETED", "FAILED", "INVALID")
 TRIALS_FILE = "trials.jsonl"
 

@@ -58,7 +58,7 @@ from typing import Any
 from mlpf_tf import distributed
 from mlpf_tf.train import CHECKPOINT_SUBDIR
 from tuners import hypermodel
-from tuners.records import TrialRecorder, node_hours
+from tuners.records import RESUME_KEY, TrialRecorder, node_hours
 
 FAULT_ENV = "MLPF_HPO_FAULT_TRIALS"
 RAISE_ENV = "MLPF_HPO_RAISE_TRIALS"
@@ -67,7 +67,6 @@ NODE_HOURS_METRIC = "node_hours"  # cumulative trial cost passed to the oracle w
 COMPLETED, FAILED = "COMPLETED", "FAILED"
 
 EpochReporter = Callable[[int, dict], bool]
-RESUME_KEY = "tuner/resume_epoch"  # a suspended trial continues from its own checkpoint
 
 
 @dataclasses.dataclass(frozen=True)

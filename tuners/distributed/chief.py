@@ -105,7 +105,7 @@ from tuners.distributed.leases import Lease, LeaseError, LeaseTable
 from tuners.distributed.statelog import StateLog
 from tuners.faults import fault_point
 from tuners.oracles import stop_reason
-from tuners.records import TRIALS_FILE, make_record, node_hours, record_line
+from tuners.records import RESUME_KEY, TRIALS_FILE, make_record, node_hours, record_line
 
 SERVICE = "mlpf.hpo.Chief"
 METHODS = ("Hello", "CreateTrial", "UpdateTrial", "Record", "EndTrial", "EndAndCreate",
@@ -122,7 +122,6 @@ RESERVED_PREFIX = "tuner/"
 FREEZE_SECONDS = 30.0  # how often the serve loop freezes the long-lived heap (gc.freeze),
 FREEZE_TRIALS = 50  # ... or after this many more trials ended, whichever comes first
 RERUN_KEY = "tuner/rerun_of"  # in a re-issued trial's values: the trial whose values it re-runs
-RESUME_KEY = "tuner/resume_epoch"  # in a suspended trial's values: continue from this epoch
 WORKER_EVENTS = ("trial_start", "epoch", "trial_end")  # the records a worker may send
 
 RUNNING = trial_module.TrialStatus.RUNNING

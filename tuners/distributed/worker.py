@@ -57,7 +57,7 @@ from typing import Any
 import grpc
 
 from tuners.faults import fault_point
-from tuners.records import json_default
+from tuners.records import RESUME_KEY, json_default
 
 SERVICE = "mlpf.hpo.Chief"  # must match tuners.distributed.chief.SERVICE
 METHODS = ("Hello", "CreateTrial", "UpdateTrial", "Record", "EndTrial", "EndAndCreate",
@@ -67,7 +67,6 @@ SECRET_KEY = "x-mlpf-secret"
 SESSION_KEY = "x-mlpf-session"
 SECRET_FILE = "chief.secret"
 TRIAL_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
-RESUME_KEY = "tuner/resume_epoch"  # must match tuners.distributed.chief.RESUME_KEY
 RUNNING, IDLE, STOPPED = "RUNNING", "IDLE", "STOPPED"
 _RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
